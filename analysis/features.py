@@ -1,0 +1,223 @@
+"""The feature cache: one hooked pass per (model, weights, images, resolution), saved as tidy parquet.
+
+Flow: image records → model (hooks) → metrics → three tidy frames → parquet under
+``<cache>/<model>-<key>/``. The key hashes the model spec, the weights' hash (or seed),
+the image set, the resolution and :data:`analysis.metrics.METRIC_VERSION`. An entry is written
+into a temporary folder and renamed into place, so an interrupted run never leaves a
+half-written entry; the next run simply recomputes it.
+
+Frames (one row per …):
+
+* ``norms``     image × block × token: ``image_id, layer, token, kind, row, col, norm``
+  (``kind`` is ``cls``, ``register`` or ``patch``; ``row``/``col`` are −1 for prefix tokens);
+* ``patches``   image × patch: ``image_id, token, row, col, neighbour_cosine, cls_attention, norm``
+  (last block; ``cls_attention`` is the head-mean CLS attention, ``neighbour_cosine`` is
+  measured right after patch embedding);
+* ``attention`` image × head × token: last block CLS attention per head, all tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import hooks, images, metrics, models
+
+DEFAULT_CACHE_ENV = "REGISTERS_CACHE"
+FRAMES = ("norms", "patches", "attention")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(DEFAULT_CACHE_ENV, Path.cwd() / "_build" / "cache"))
+
+
+@dataclass
+class Features:
+    """A cached pass: tidy frames plus what produced them."""
+
+    norms: pd.DataFrame
+    patches: pd.DataFrame
+    attention: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def provenance(self) -> models.Provenance:
+        return models.Provenance(**self.meta["provenance"])
+
+    @property
+    def depth(self) -> int:
+        return int(self.meta["depth"])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.meta["grid"])
+
+    def patch_norms(self, layer: int = -1) -> pd.DataFrame:
+        """Patch-token rows of one block (negative counts from the end)."""
+        layer = layer + self.depth if layer < 0 else layer
+        frame = self.norms
+        return frame[(frame.layer == layer) & (frame.kind == "patch")]
+
+
+def cache_key(provenance: models.Provenance, spec: str, image_key: str, resolution: int) -> str:
+    identity = {
+        "spec": spec,
+        "weights": provenance.sha256 or provenance.location,
+        "seed": provenance.seed,
+        "images": image_key,
+        "resolution": resolution,
+        "metric_version": metrics.METRIC_VERSION,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _token_layout(num_prefix: int, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-token ``kind``, ``row``, ``col`` arrays for ``num_prefix + h*w`` tokens."""
+    h, w = grid
+    kinds = np.array(["cls"] + ["register"] * (num_prefix - 1) + ["patch"] * (h * w))
+    rows = np.concatenate([np.full(num_prefix, -1), np.repeat(np.arange(h), w)])
+    cols = np.concatenate([np.full(num_prefix, -1), np.tile(np.arange(w), h)])
+    return kinds, rows, cols
+
+
+def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[str, pd.DataFrame]:
+    """Reduce one batch's :class:`~analysis.hooks.Capture` to the three tidy frames."""
+    batch, depth, num_tokens = capture.block_norms.shape
+    prefix, grid = capture.num_prefix_tokens, capture.grid
+    kinds, rows, cols = _token_layout(prefix, grid)
+    ids = np.asarray(image_ids, dtype=object)
+
+    norms = pd.DataFrame(
+        {
+            "image_id": np.repeat(ids, depth * num_tokens),
+            "layer": np.tile(np.repeat(np.arange(depth), num_tokens), batch),
+            "token": np.tile(np.arange(num_tokens), batch * depth),
+            "kind": np.tile(kinds, batch * depth),
+            "row": np.tile(rows, batch * depth),
+            "col": np.tile(cols, batch * depth),
+            "norm": capture.block_norms.reshape(-1).numpy(),
+        }
+    )
+
+    num_patches = grid[0] * grid[1]
+    embed_grid = capture.patch_embed.reshape(batch, grid[0], grid[1], -1)
+    last = max(capture.cls_attention)
+    cls_attention = capture.cls_attention[last]  # (B, H, N)
+    heads = cls_attention.shape[1]
+    patches = pd.DataFrame(
+        {
+            "image_id": np.repeat(ids, num_patches),
+            "token": np.tile(np.arange(prefix, num_tokens), batch),
+            "row": np.tile(rows[prefix:], batch),
+            "col": np.tile(cols[prefix:], batch),
+            "neighbour_cosine": metrics.neighbour_cosine(embed_grid).reshape(-1).numpy(),
+            "cls_attention": cls_attention[:, :, prefix:].mean(1).reshape(-1).numpy(),
+            "norm": capture.block_norms[:, -1, prefix:].reshape(-1).numpy(),
+        }
+    )
+    attention = pd.DataFrame(
+        {
+            "image_id": np.repeat(ids, heads * num_tokens),
+            "head": np.tile(np.repeat(np.arange(heads), num_tokens), batch),
+            "token": np.tile(np.arange(num_tokens), batch * heads),
+            "kind": np.tile(kinds, batch * heads),
+            "row": np.tile(rows, batch * heads),
+            "col": np.tile(cols, batch * heads),
+            "attention": cls_attention.reshape(-1).numpy(),
+        }
+    )
+    return {"norms": norms, "patches": patches, "attention": attention}
+
+
+def _read_entry(folder: Path) -> Features:
+    meta = json.loads((folder / "meta.json").read_text())
+    return Features(*(pd.read_parquet(folder / f"{name}.parquet") for name in FRAMES), meta=meta)
+
+
+def _write_entry(folder: Path, frames: dict[str, pd.DataFrame], meta: dict) -> None:
+    """Write into a private temporary folder, then rename: readers never see a partial entry."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for name in FRAMES:
+            frames[name].to_parquet(tmp / f"{name}.parquet", index=False)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another run finished the same entry first: keep theirs
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def extract(
+    spec: str,
+    image_source: str = "builtin",
+    n_images: int | None = None,
+    resolution: int = 224,
+    *,
+    seed: int = 0,
+    weights_dir: str | Path | None = None,
+    weights_file: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 4,
+    allow_hub: bool = True,
+    progress: bool = True,
+) -> Features:
+    """Features of ``spec`` on a seeded sample of ``n_images`` from ``image_source`` at ``resolution`` px.
+
+    Reads the cache when the same pass was done before; otherwise runs the model once.
+    """
+    records = images.sample_images(images.list_images(image_source), n_images, seed)
+    provenance = models.resolve_weights(
+        spec, weights_file=weights_file, weights_dir=weights_dir, seed=seed, allow_hub=allow_hub
+    )
+    architecture = models.build_architecture(provenance.model, resolution, device="meta")
+    images.check_resolution(resolution, models.patch_size(architecture))
+    key = cache_key(provenance, spec, images.image_set_key(records), resolution)
+    folder = Path(cache_dir or default_cache_dir()) / f"{provenance.model}-{'random-' if provenance.is_random else ''}{key}"
+    if (folder / "meta.json").is_file():
+        return _read_entry(folder)
+
+    model, provenance = models.load_model(
+        spec, img_size=resolution, weights_file=weights_file, weights_dir=weights_dir, seed=seed, allow_hub=allow_hub
+    )
+    transform = images.make_transform(model, resolution)
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in FRAMES}
+    batches = images.iter_batches(records, transform, batch_size)
+    total = -(-len(records) // batch_size)
+    capture = None
+    for chunk, pixels in tqdm(batches, total=total, desc=f"{spec} @ {resolution}px", unit="batch",
+                              disable=None if progress else True):  # None: only on a terminal
+        capture = hooks.capture_tokens(model, pixels, attention_blocks=(-1,))
+        for name, frame in frames_from_capture(capture, [r.image_id for r in chunk]).items():
+            parts[name].append(frame)
+    meta = {
+        "spec": spec,
+        "provenance": provenance.as_dict(),
+        "resolution": resolution,
+        "patch_size": models.patch_size(model),
+        "grid": list(capture.grid),
+        "depth": len(model.blocks),
+        "num_prefix_tokens": capture.num_prefix_tokens,
+        "num_registers": capture.num_prefix_tokens - 1,
+        "embed_dim": model.embed_dim,
+        "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes} for r in records],
+        "metric_version": metrics.METRIC_VERSION,
+        "torch": torch.__version__,
+    }
+    frames = {name: pd.concat(chunks, ignore_index=True) for name, chunks in parts.items()}
+    _write_entry(folder, frames, meta)
+    return Features(**frames, meta=meta)

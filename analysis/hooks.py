@@ -1,0 +1,125 @@
+"""One forward pass of a timm VisionTransformer, every token captured through hooks.
+
+What is captured (``B`` images, ``N = P + Np`` tokens of which ``P`` prefix tokens
+— CLS and registers — and ``Np`` patch tokens on an ``h × w`` grid, ``L`` blocks, ``D`` channels):
+
+* ``patch_embed``  ``(B, Np, D)``  patch-embedding output, *before* position embedding;
+* ``block_norms``  ``(B, L, N)``   L2 norm of every token after every block, on the residual
+  stream *before* the final LayerNorm (the paper's measurement point);
+* ``cls_attention`` ``{block: (B, H, N)}``  attention probabilities of the CLS query for the
+  chosen blocks (fused attention is switched off only in those blocks);
+* ``tokens`` ``{block: (B, N, D)}``  full block outputs, only for blocks asked for.
+
+Only reductions are kept by default, so memory does not grow with the model's depth.
+Hooks are removed and fused attention restored even when the forward pass raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+
+@dataclass
+class Capture:
+    """Everything one hooked forward pass recorded (see module docstring for shapes)."""
+
+    num_prefix_tokens: int
+    grid: tuple[int, int]
+    patch_embed: torch.Tensor | None = None
+    block_norms: torch.Tensor | None = None
+    cls_attention: dict[int, torch.Tensor] = field(default_factory=dict)
+    tokens: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def patch_norms(self) -> torch.Tensor:
+        """``(B, L, Np)`` norms of patch tokens only."""
+        return self.block_norms[:, :, self.num_prefix_tokens :]
+
+    @property
+    def prefix_norms(self) -> torch.Tensor:
+        """``(B, L, P)`` norms of CLS and register tokens."""
+        return self.block_norms[:, :, : self.num_prefix_tokens]
+
+
+def _resolve(indices: Sequence[int], depth: int) -> list[int]:
+    resolved = []
+    for index in indices:
+        real = index + depth if index < 0 else index
+        if not 0 <= real < depth:
+            raise IndexError(f"block {index} does not exist in a model with {depth} blocks")
+        resolved.append(real)
+    return sorted(set(resolved))
+
+
+def grid_size(model: VisionTransformer, height: int, width: int) -> tuple[int, int]:
+    return tuple(model.patch_embed.dynamic_feat_size((height, width)))
+
+
+@contextmanager
+def _hooks(
+    model: VisionTransformer, capture: Capture, attention_blocks: list[int], token_blocks: list[int]
+) -> Iterator[list[torch.Tensor]]:
+    handles = []
+    fused_before = {}
+    norms: list[torch.Tensor] = []
+
+    def on_patch_embed(_module, _inputs, output):
+        capture.patch_embed = output.flatten(1, -2) if output.ndim == 4 else output
+
+    def on_block(index):
+        def hook(_module, _inputs, output):
+            norms.append(torch.linalg.vector_norm(output.float(), dim=-1))
+            if index in token_blocks:
+                capture.tokens[index] = output.detach().clone()
+
+        return hook
+
+    def on_attention(index):
+        def hook(_module, _inputs, probabilities):  # (B, H, N, N) after softmax
+            capture.cls_attention[index] = probabilities[:, :, 0, :].detach().clone()
+
+        return hook
+
+    try:
+        handles.append(model.patch_embed.register_forward_hook(on_patch_embed))
+        for index, block in enumerate(model.blocks):
+            handles.append(block.register_forward_hook(on_block(index)))
+        for index in attention_blocks:
+            attention = model.blocks[index].attn
+            fused_before[index] = attention.fused_attn
+            attention.fused_attn = False
+            handles.append(attention.attn_drop.register_forward_hook(on_attention(index)))
+        yield norms
+    finally:
+        for handle in handles:
+            handle.remove()
+        for index, fused in fused_before.items():
+            model.blocks[index].attn.fused_attn = fused
+
+
+@torch.inference_mode()
+def capture_tokens(
+    model: VisionTransformer,
+    images: torch.Tensor,
+    attention_blocks: Sequence[int] = (-1,),
+    token_blocks: Sequence[int] = (),
+) -> Capture:
+    """Run ``model`` once on ``images`` ``(B, 3, H, W)`` and return a :class:`Capture`.
+
+    ``attention_blocks`` and ``token_blocks`` take block indices (negative counts from the end).
+    """
+    if not isinstance(model, VisionTransformer):
+        raise TypeError(f"capture_tokens needs a timm VisionTransformer, got {type(model).__name__}")
+    if model.num_prefix_tokens < 1 or not model.has_class_token:
+        raise ValueError("capture_tokens needs a model with a CLS token (all families of the study have one)")
+    depth = len(model.blocks)
+    capture = Capture(model.num_prefix_tokens, grid_size(model, images.shape[-2], images.shape[-1]))
+    with _hooks(model, capture, _resolve(attention_blocks, depth), _resolve(token_blocks, depth)) as norms:
+        model.forward_features(images)
+    capture.block_norms = torch.stack(norms, dim=1)
+    return capture

@@ -1,0 +1,212 @@
+"""Images: the photos that ship inside packages, user folders, and model preprocessing.
+
+An image *source* is either ``"builtin"`` (real photos shipped with scikit-image,
+scikit-learn and matplotlib, so everything runs offline) or a folder path (searched
+recursively). Images come back in a deterministic order; ``sample_images`` draws a
+seeded subset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+MIN_SIDE = 16  # smaller than one patch of any model here: nothing to measure
+MAX_PIXELS = 16_000 * 16_000  # larger images are refused before decoding
+
+
+class ImageError(ValueError):
+    """An image or image source that cannot be used; the message names it."""
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        array = getattr(skimage.data, name)()
+        return array[0] if isinstance(array, tuple) else array
+
+    return load
+
+
+def _sklearn(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(name)
+
+    return load
+
+
+def _matplotlib(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data(name) as handle:
+            return np.asarray(Image.open(handle).convert("RGB"))
+
+    return load
+
+
+#: Real photographs that ship inside installed packages (no download needed).
+BUILTIN_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": _skimage("astronaut"),
+    "chelsea": _skimage("chelsea"),
+    "coffee": _skimage("coffee"),
+    "rocket": _skimage("rocket"),
+    "motorcycle": _skimage("stereo_motorcycle"),
+    "grace_hopper": _matplotlib("grace_hopper.jpg"),
+    "china": _sklearn("china.jpg"),
+    "flower": _sklearn("flower.jpg"),
+    "hubble": _skimage("hubble_deep_field"),
+    "retina": _skimage("retina"),
+    "immunohistochemistry": _skimage("immunohistochemistry"),
+    "camera": _skimage("camera"),
+}
+
+
+@dataclass
+class ImageRecord:
+    """One input image: a stable id plus how to read it."""
+
+    image_id: str
+    origin: str  # "builtin:<name>" or a file path
+    notes: list[str] = field(default_factory=list)
+
+    def load(self) -> Image.Image:
+        """The image as 8-bit RGB; conversions are recorded in ``notes``."""
+        if self.origin.startswith("builtin:"):
+            return to_rgb(Image.fromarray(BUILTIN_PHOTOS[self.origin[8:]]()), self.origin, self.notes)
+        return read_image_file(Path(self.origin), self.notes)
+
+    def fingerprint(self) -> str:
+        """Content-free identity for cache keys: builtin name or file path + size + mtime."""
+        if self.origin.startswith("builtin:"):
+            return self.origin
+        stat = Path(self.origin).stat()
+        return f"{self.origin}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def to_rgb(image: Image.Image, name: str, notes: list[str]) -> Image.Image:
+    """Convert grayscale, 16-bit, palette and alpha images to 8-bit RGB, noting what changed."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = np.zeros_like(array) if high == low else (array - low) / (high - low) * 255.0
+        notes.append(f"{name}: {mode} image rescaled to 8 bit and copied to RGB")
+        return Image.fromarray(scaled.round().astype(np.uint8)).convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        notes.append(f"{name}: {mode} image with transparency composited on white")
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    notes.append(f"{name}: {mode} image converted to RGB")
+    return image.convert("RGB")
+
+
+def read_image_file(path: Path, notes: list[str] | None = None) -> Image.Image:
+    """Open and fully decode ``path`` as 8-bit RGB, or raise :class:`ImageError` naming it."""
+    notes = notes if notes is not None else []
+    if not path.is_file():
+        raise ImageError(f"image {path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(f"image {path} is too large ({width}x{height} px); downscale it first")
+                image.load()
+                rgb = to_rgb(image, str(path), notes)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"image {path} is too large to decode safely; downscale it first") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"image {path} is not a readable image (corrupt or unknown format)") from None
+    except OSError as error:
+        raise ImageError(f"image {path} could not be decoded ({error}); the file is probably truncated") from None
+    if min(rgb.size) < MIN_SIDE:
+        raise ImageError(f"image {path} is only {rgb.size[0]}x{rgb.size[1]} px; need at least {MIN_SIDE} px a side")
+    return rgb
+
+
+def list_images(source: str | Path) -> list[ImageRecord]:
+    """All images of a source in deterministic order.
+
+    ``"builtin"`` gives the photos shipped inside packages; a folder is searched
+    recursively for common image files. An empty or missing source is an error.
+    """
+    if str(source) == "builtin":
+        return [ImageRecord(name, f"builtin:{name}") for name in BUILTIN_PHOTOS]
+    folder = Path(source).expanduser()
+    if not folder.exists():
+        raise ImageError(f"image folder {folder} does not exist (use 'builtin' for the shipped photos)")
+    if folder.is_file():
+        return [ImageRecord(folder.stem, str(folder))]
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ImageError(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return [ImageRecord(str(p.relative_to(folder).with_suffix("")), str(p)) for p in files]
+
+
+def sample_images(records: list[ImageRecord], n: int | None, seed: int = 0) -> list[ImageRecord]:
+    """``n`` records drawn with ``seed`` (all of them when ``n`` is None or ≥ the count), kept in source order."""
+    if n is not None and n <= 0:
+        raise ImageError(f"number of images must be positive, got {n}")
+    if n is None or n >= len(records):
+        return list(records)
+    chosen = sorted(random.Random(seed).sample(range(len(records)), n))
+    return [records[i] for i in chosen]
+
+
+def image_set_key(records: list[ImageRecord]) -> str:
+    """Hash of an image set for cache keys."""
+    return hashlib.sha256("\n".join(r.fingerprint() for r in records).encode()).hexdigest()[:16]
+
+
+def check_resolution(resolution: int, patch: int) -> None:
+    if resolution <= 0 or resolution % patch:
+        raise ImageError(f"resolution {resolution} px is not a positive multiple of the patch size {patch} px")
+
+
+def make_transform(model: torch.nn.Module, resolution: int) -> Callable[[Image.Image], torch.Tensor]:
+    """timm's eval transform for ``model`` at a square ``resolution``: shorter side resized, centre crop."""
+    from timm.data import create_transform, resolve_data_config
+
+    config = resolve_data_config({}, model=model)
+    config.update(input_size=(3, resolution, resolution), crop_pct=1.0)
+    return create_transform(**config, is_training=False)
+
+
+def iter_batches(
+    records: list[ImageRecord], transform: Callable[[Image.Image], torch.Tensor], batch_size: int
+) -> Iterator[tuple[list[ImageRecord], torch.Tensor]]:
+    """Yield ``(records, (B, 3, H, W) tensor)`` batches, decoding lazily."""
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        yield chunk, torch.stack([transform(record.load()) for record in chunk])
+
+
+def display_crop(record: ImageRecord, resolution: int) -> np.ndarray:
+    """``(resolution, resolution, 3)`` uint8: the same square centre crop the model sees, for plotting."""
+    from PIL import ImageOps
+
+    return np.asarray(ImageOps.fit(record.load(), (resolution, resolution), Image.Resampling.BICUBIC))
+
+
+def record_from_origin(image_id: str, origin: str) -> ImageRecord:
+    """Rebuild a record from what the feature cache stored."""
+    return ImageRecord(image_id, origin)

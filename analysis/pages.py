@@ -1,0 +1,339 @@
+"""One function per book page: features → findings → claims → figure, returned as a :class:`PageResult`.
+
+The notebooks call these with their papermill parameters and add only prose. Page ids are
+the notebook file names in ``book/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from . import findings, images, plots
+from .metrics import first_layer_above
+from .claims import (
+    EXPECTED_ARTIFACTS,
+    Claim,
+    Verdict,
+    judge_attention,
+    judge_layer_onset,
+    judge_outliers,
+    judge_redundancy,
+    judge_registers,
+    judge_size_trend,
+    judge_training_onset,
+)
+from .features import Features, extract
+from .models import ModelSpec
+from .report import PageResult, default_results_dir
+
+#: Book order of the finding pages (the claims page reads their results in this order).
+PAGES = [
+    "attention_maps",
+    "norm_histogram",
+    "layer_dependence",
+    "model_size",
+    "training_time",
+    "redundancy",
+    "registers",
+    "claims",
+]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every page shares: the image sample, resolution, seed and where weights and cache live."""
+
+    image_source: str = "builtin"
+    n_images: int | None = 8
+    resolution: int = 224
+    seed: int = 0
+    weights_dir: str | None = None
+    cache_dir: str | None = None
+    batch_size: int = 4
+
+    def features(self, spec: str, weights_file: str | None = None) -> Features:
+        return extract(
+            spec,
+            self.image_source,
+            self.n_images,
+            self.resolution,
+            seed=self.seed,
+            weights_dir=self.weights_dir,
+            weights_file=weights_file,
+            cache_dir=self.cache_dir,
+            batch_size=self.batch_size,
+        )
+
+
+def _load(models: list[str], inputs: Inputs) -> dict[str, Features]:
+    if not models:
+        raise ValueError("no models given: pass at least one timm model name")
+    return {spec: inputs.features(spec) for spec in models}
+
+
+def _has_outliers(row) -> bool:
+    return bool(row.bimodal and 0 < row.outlier_share <= 0.10)
+
+
+def _paper_note(spec: str) -> str:
+    name = ModelSpec.parse(spec).name
+    return EXPECTED_ARTIFACTS[name][1] if name in EXPECTED_ARTIFACTS else "the paper does not test this model"
+
+
+def _primary(summary: pd.DataFrame) -> pd.Series:
+    """The first pretrained model of a summary (or the first model when all are random)."""
+    pretrained = summary[~summary.random_weights]
+    return (pretrained if len(pretrained) else summary).iloc[0]
+
+
+def norm_histogram(models: list[str], inputs: Inputs, threshold: float = 150.0, adaptive: bool = True) -> PageResult:
+    """Output patch-norm distributions, the fixed and adaptive cutoffs, and where outliers sit."""
+    feats = _load(models, inputs)
+    summary = findings.norm_summary(feats, threshold, adaptive)
+    claims = []
+    for row in summary.itertuples():
+        verdict, reason = judge_outliers(ModelSpec.parse(row.model).name, row.random_weights, row.bimodal, row.outlier_share)
+        claims.append(Claim(
+            "norm_histogram",
+            f"{plots.short_name(row.model)} has {'a few' if EXPECTED_ARTIFACTS.get(ModelSpec.parse(row.model).name, (True,))[0] else 'no'} high-norm output patch tokens.",
+            _paper_note(row.model) + " (Fig. 3)",
+            f"{row.outlier_share:.2%} of output patch tokens above the {row.cutoff_rule} cutoff "
+            f"{row.cutoff:.0f}; max/median norm {row.max_over_median:.0f}x; {row.share_above_threshold:.2%} above {threshold:g}",
+            verdict, feats[row.model].provenance.label(), reason,
+        ))
+    primary = _primary(summary)
+    primary_feats = feats[primary.model]
+    positions, stability = None, {"max_position_share": 0.0, "distinct_positions": 0, "outlier_tokens": 0}
+    if np.isfinite(primary.cutoff):
+        positions = findings.position_frequency(primary_feats, primary.cutoff)
+        stability = findings.position_stability(primary_feats, primary.cutoff)
+    output = pd.concat(
+        [frame.patch_norms(-1)[["image_id", "norm"]].assign(model=spec) for spec, frame in feats.items()]
+    )
+    provenances = [f.provenance for f in feats.values()]
+    figure = plots.norm_histogram(output, summary, positions, provenances)
+    numbers = {
+        "n_images": int(primary.images),
+        "primary_model": plots.short_name(primary.model),
+        "primary_share": float(primary.outlier_share),
+        "primary_cutoff": float(primary.cutoff) if np.isfinite(primary.cutoff) else 0.0,
+        "primary_median": float(primary.median_norm),
+        "primary_max": float(primary.max_norm),
+        "position_max_share": stability["max_position_share"],
+        "position_count": stability["distinct_positions"],
+        "outlier_tokens": stability["outlier_tokens"],
+    }
+    return PageResult("norm_histogram", summary, claims, figure, provenances, numbers)
+
+
+def _grid(patches: pd.DataFrame, column: str) -> np.ndarray:
+    return patches.pivot(index="row", columns="col", values=column).to_numpy()
+
+
+def attention_maps(models: list[str], inputs: Inputs, n_show: int = 4, threshold: float = 150.0,
+                   adaptive: bool = True) -> PageResult:
+    """Last-layer CLS attention per model on the same images, high-norm patches marked."""
+    feats = _load(models, inputs)
+    summary = findings.norm_summary(feats, threshold, adaptive)
+    rows, claims, maps, outliers = [], [], {}, {}
+    first = next(iter(feats.values()))
+    shown = [img for img in first.meta["images"]][: max(1, n_show)]
+    for row in summary.itertuples():
+        frame = feats[row.model]
+        share = findings.attention_summary(frame, row.cutoff)
+        high = frame.patches[["image_id", "token"]].assign(high=frame.patches.norm > row.cutoff)
+        per_head = frame.attention[frame.attention.kind == "patch"].merge(high, on=["image_id", "token"])
+        for head, group in per_head.groupby("head"):
+            rows.append({"model": row.model, "head": str(head), "outlier_share": share["outlier_share"],
+                         "attention_on_outliers": float(group.attention[group.high].sum() / group.attention.sum())})
+        rows.append({"model": row.model, "head": "mean", **share})
+        name = ModelSpec.parse(row.model).name
+        expected = EXPECTED_ARTIFACTS.get(name, (None, ""))[0]
+        if expected is False:
+            verdict, reason = judge_outliers(name, row.random_weights, row.bimodal, row.outlier_share)
+            statement = f"{plots.short_name(row.model)} has clean attention maps: no high-norm patches."
+        else:
+            verdict, reason = judge_attention(row.random_weights, share["outlier_share"], share["attention_on_outliers"])
+            if expected is None and verdict is not Verdict.NOT_TESTABLE:
+                verdict, reason = Verdict.NOT_TESTABLE, "the paper makes no statement about this model; " + reason
+            statement = f"{plots.short_name(row.model)}'s last-layer CLS attention concentrates on high-norm patches."
+        claims.append(Claim(
+            "attention_maps", statement, _paper_note(row.model) + " (Fig. 2)",
+            f"{share['attention_on_outliers']:.1%} of CLS attention on the {share['outlier_share']:.1%} high-norm patches",
+            verdict, frame.provenance.label(), reason,
+        ))
+        by_image = {i: g for i, g in frame.patches.groupby("image_id")}
+        maps[row.model] = [_grid(by_image[img["image_id"]], "cls_attention") for img in shown]
+        outliers[row.model] = [_grid(by_image[img["image_id"]], "norm") > row.cutoff for img in shown]
+    pictures = [images.display_crop(images.record_from_origin(img["image_id"], img["origin"]), inputs.resolution)
+                for img in shown]
+    provenances = [f.provenance for f in feats.values()]
+    figure = plots.attention_maps(pictures, maps, outliers, [img["image_id"] for img in shown], provenances)
+    table = pd.DataFrame(rows)
+    mean_rows = table[table["head"] == "mean"].reset_index(drop=True)
+    primary = mean_rows.iloc[int(_primary(summary).name)]
+    numbers = {
+        "primary_model": plots.short_name(primary.model),
+        "primary_attention_share": float(primary.attention_on_outliers),
+        "primary_outlier_share": float(primary.outlier_share),
+    }
+    return PageResult("attention_maps", table, claims, figure, provenances, numbers)
+
+
+def layer_dependence(model: str, inputs: Inputs, threshold: float = 150.0, adaptive: bool = True) -> PageResult:
+    """Per-block patch-norm statistics and the first block where high-norm tokens appear."""
+    feats = _load([model], inputs)[model]
+    cutoff = findings.outlier_cutoff(feats, threshold, adaptive)
+    table = findings.layer_table(feats, cutoff.value).assign(model=model)
+
+    first = first_layer_above(table.max_norm.to_numpy(), cutoff.value) if np.isfinite(cutoff.value) else None
+    verdict, reason = judge_layer_onset(feats.provenance.is_random, first, feats.depth)
+    claim = Claim(
+        "layer_dependence", "High-norm tokens appear only from a middle layer on, not in early layers.",
+        "from about block 15 of 40 in DINOv2 ViT-g (Fig. 4a)",
+        f"first block with a token above the cutoff ({cutoff.value:.0f}): "
+        + (f"{first} of {feats.depth}" if first is not None else "none"),
+        verdict, feats.provenance.label(), reason,
+    )
+    figure = plots.layer_norms(table, cutoff.value, first, [feats.provenance])
+    numbers = {
+        "model_name": plots.short_name(model),
+        "depth": feats.depth,
+        "first_layer": -1 if first is None else first,
+        "first_layer_relative": float("nan") if first is None else first / feats.depth,
+        "cutoff": float(cutoff.value) if np.isfinite(cutoff.value) else 0.0,
+        "final_max": float(table.max_norm.iloc[-1]),
+        "final_median": float(table.median_norm.iloc[-1]),
+    }
+    return PageResult("layer_dependence", table, [claim], figure, [feats.provenance], numbers)
+
+
+def model_size(models: list[str], inputs: Inputs, threshold: float = 150.0, adaptive: bool = True) -> PageResult:
+    """Outlier share and norm spread for the sizes of one family, small → large."""
+    feats = _load(models, inputs)
+    summary = findings.norm_summary(feats, threshold, adaptive)
+    summary["has_outliers"] = [_has_outliers(r) for r in summary.itertuples()]
+    verdict, reason = judge_size_trend(list(zip(summary.model, summary.random_weights, summary.has_outliers)))
+    measured = "; ".join(f"{plots.short_name(r.model)}: {r.outlier_share:.2%}" for r in summary.itertuples())
+    claim = Claim(
+        "model_size", "High-norm tokens appear only in the larger models of a family.",
+        "only in the three largest of six DINOv2 sizes (L, H, g) trained by the authors (Fig. 4c)",
+        measured, verdict, "; ".join(f.provenance.label() for f in feats.values()), reason,
+    )
+    provenances = [f.provenance for f in feats.values()]
+    figure = plots.size_bars(summary, provenances)
+    numbers = {"n_models": len(summary), "n_pretrained": int((~summary.random_weights).sum())}
+    return PageResult("model_size", summary, [claim], figure, provenances, numbers)
+
+
+def training_time(model: str, checkpoints: list[str], training_fractions: list[float], inputs: Inputs,
+                  threshold: float = 150.0, adaptive: bool = True) -> PageResult:
+    """Outlier share along a sequence of checkpoints of one training run.
+
+    ``checkpoints``: each ``"random"`` (initialisation), ``"pretrained"`` (the resolver's weights
+    for ``model``) or a path to a weight file; ``training_fractions``: the share of training each
+    checkpoint had seen (0 … 1), same length.
+    """
+    if len(checkpoints) != len(training_fractions):
+        raise ValueError(f"{len(checkpoints)} checkpoints but {len(training_fractions)} training fractions")
+    if not checkpoints:
+        raise ValueError("no checkpoints given: pass e.g. ['random', 'pretrained'] or weight files")
+    rows, provenances, feats_list = [], [], []
+    for checkpoint, fraction in zip(checkpoints, training_fractions):
+        if checkpoint == "random":
+            feats, label = inputs.features(f"random:{model}"), "init (random)"
+        elif checkpoint == "pretrained":
+            feats, label = inputs.features(model), "released weights"
+        else:
+            feats, label = inputs.features(model, weights_file=checkpoint), Path(checkpoint).stem
+        summary = findings.norm_summary({model: feats}, threshold, adaptive).iloc[0]
+        rows.append({"checkpoint": checkpoint, "label": label, "training_fraction": float(fraction),
+                     "random_weights": feats.provenance.is_random, "outlier_share": summary.outlier_share,
+                     "has_outliers": _has_outliers(summary), "max_over_median": summary.max_over_median})
+        provenances.append(feats.provenance)
+    table = pd.DataFrame(rows).sort_values("training_fraction").reset_index(drop=True)
+    verdict, reason = judge_training_onset(list(zip(table.training_fraction, table.has_outliers)))
+    claim = Claim(
+        "training_time", "High-norm tokens appear only after a substantial part of training.",
+        "only after about one third of DINOv2 ViT-g training (Fig. 4b); intermediate checkpoints are not public",
+        "; ".join(f"{r.label} @ {r.training_fraction:.0%}: {r.outlier_share:.2%}" for r in table.itertuples()),
+        verdict, "; ".join(p.label() for p in provenances), reason,
+    )
+    figure = plots.training_curve(table, provenances)
+    numbers = {"n_checkpoints": len(table)}
+    return PageResult("training_time", table, [claim], figure, provenances, numbers)
+
+
+def redundancy(model: str, inputs: Inputs, threshold: float = 150.0, adaptive: bool = True) -> PageResult:
+    """Neighbour cosine after patch embedding, high-norm vs normal patches."""
+    feats = _load([model], inputs)[model]
+    cutoff = findings.outlier_cutoff(feats, threshold, adaptive)
+    table = findings.redundancy_table(feats, cutoff.value).assign(model=model)
+    summary = findings.redundancy_summary(table)
+    verdict, reason = judge_redundancy(feats.provenance.is_random, summary["n_high"], summary["median_high"],
+                                       summary["median_normal"], summary["auc"])
+    claim = Claim(
+        "redundancy", "High-norm tokens sit on patches that are very similar to their 4 neighbours.",
+        "outliers have markedly higher neighbour cosine after patch embedding (Fig. 5a)",
+        f"median neighbour cosine {summary['median_high']:.2f} (high-norm, n={summary['n_high']}) vs "
+        f"{summary['median_normal']:.2f} (normal); ROC AUC {summary['auc']:.2f}",
+        verdict, feats.provenance.label(), reason,
+    )
+    figure = plots.redundancy_density(table, summary, [feats.provenance])
+    numbers = {"model_name": plots.short_name(model), **{k: float(v) for k, v in summary.items()}}
+    return PageResult("redundancy", table, [claim], figure, [feats.provenance], numbers)
+
+
+def registers(models: list[str], inputs: Inputs, threshold: float = 150.0, adaptive: bool = True) -> PageResult:
+    """A model without and with registers: patch norms and where the high norms went."""
+    if len(models) != 2:
+        raise ValueError(f"registers compares exactly two models (without, with registers), got {len(models)}")
+    feats = _load(models, inputs)
+    plain, with_registers = (feats[m] for m in models)
+    if with_registers.meta["num_registers"] < 1:
+        raise ValueError(f"{models[1]} has no register tokens; pass e.g. a *_reg4_* model second")
+    summary = findings.norm_summary(feats, threshold, adaptive)
+    plain_row, reg_row = summary.iloc[0], summary.iloc[1]
+    ratio = float(reg_row.register_norm_median / reg_row.median_norm)
+    verdict, reason = judge_registers(bool(summary.random_weights.any()), _has_outliers(plain_row),
+                                      _has_outliers(reg_row), ratio)
+    claim = Claim(
+        "registers", "With registers the high-norm patch tokens vanish; the registers carry the high norms.",
+        "DINOv2 with 4 registers has no outlier patches (Sec. 3)",
+        f"outliers without registers {plain_row.outlier_share:.2%}, with registers {reg_row.outlier_share:.2%}; "
+        f"median register norm {ratio:.1f}x median patch norm",
+        verdict, "; ".join(f.provenance.label() for f in feats.values()), reason,
+    )
+    output = pd.concat([f.patch_norms(-1)[["norm"]].assign(model=spec) for spec, f in feats.items()])
+    prefix = pd.concat([findings.register_norms(f).assign(model=plots.short_name(spec)) for spec, f in feats.items()])
+    provenances = [f.provenance for f in feats.values()]
+    figure = plots.register_comparison(output, prefix, provenances)
+    numbers = {"plain_share": float(plain_row.outlier_share), "registers_share": float(reg_row.outlier_share),
+               "register_ratio": ratio}
+    return PageResult("registers", summary, [claim], figure, provenances, numbers)
+
+
+def claims(results_dir: str | None = None) -> PageResult:
+    """All claims of the finding pages, from their saved parquet files."""
+    folder = Path(results_dir) if results_dir else default_results_dir()
+    frames = [pd.read_parquet(folder / f"{page}_claims.parquet") for page in PAGES[:-1]
+              if (folder / f"{page}_claims.parquet").is_file()]
+    if not frames:
+        raise FileNotFoundError(f"no claims in {folder}: run the finding pages first (python -m analysis build)")
+    table = pd.concat(frames, ignore_index=True)
+    figure = plots.verdict_chart(table)
+    plt.close(figure)
+    counts = table.verdict.value_counts()
+    numbers = {
+        "n_claims": len(table),
+        "n_reproduced": int(counts.get(str(Verdict.REPRODUCED), 0)),
+        "n_not_reproduced": int(counts.get(str(Verdict.NOT_REPRODUCED), 0)),
+        "n_not_testable": int(counts.get(str(Verdict.NOT_TESTABLE), 0)),
+        "missing_pages": ", ".join(p for p in PAGES[:-1] if not (folder / f"{p}_claims.parquet").is_file()) or "none",
+    }
+    return PageResult("claims", table, [], figure, [], numbers)

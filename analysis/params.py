@@ -1,0 +1,101 @@
+"""The two named parameter sets of the book, and the choice between them.
+
+* ``paper`` – the paper's models and a larger resolution; for a machine with the weights
+  (in a local folder, the Hugging Face cache, or the hub).
+* ``ci`` – the real offline ViT-Ti/16 from ``../shared/weights`` plus explicitly random
+  twins for the families without weights; the shipped photos; minutes on 2 CPU cores.
+
+Each set maps a page id to the papermill parameters of that page's notebook.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .models import OFFLINE_MODEL, weights_available
+
+TINY = OFFLINE_MODEL
+
+COMMON_CI = {"image_source": "builtin", "n_images": 8, "resolution": 224, "seed": 0, "threshold": 150.0}
+COMMON_PAPER = {"image_source": "builtin", "n_images": 12, "resolution": 448, "seed": 0, "threshold": 150.0}
+
+CI: dict[str, dict] = {
+    "attention_maps": {
+        **COMMON_CI,
+        "models": [TINY, f"random:{TINY}", "random:vit_small_patch14_reg4_dinov2.lvd142m"],
+    },
+    "norm_histogram": {**COMMON_CI, "models": [TINY, f"random:{TINY}"]},
+    "layer_dependence": {**COMMON_CI, "model": TINY},
+    "model_size": {
+        **COMMON_CI,
+        "models": ["random:vit_small_patch14_dinov2.lvd142m", "random:vit_base_patch14_dinov2.lvd142m"],
+    },
+    "training_time": {**COMMON_CI, "model": TINY, "checkpoints": ["random", "pretrained"], "training_fractions": [0.0, 1.0]},
+    "redundancy": {**COMMON_CI, "model": TINY},
+    "registers": {
+        **COMMON_CI,
+        "models": ["random:vit_small_patch14_dinov2.lvd142m", "random:vit_small_patch14_reg4_dinov2.lvd142m"],
+    },
+    "claims": {},
+}
+
+PAPER: dict[str, dict] = {
+    "attention_maps": {
+        **COMMON_PAPER,
+        "models": [
+            "vit_base_patch16_224.dino",
+            "vit_giant_patch14_dinov2.lvd142m",
+            "deit3_large_patch16_224.fb_in1k",
+            "vit_large_patch14_clip_224.laion2b",
+            "vit_giant_patch14_reg4_dinov2.lvd142m",
+        ],
+    },
+    "norm_histogram": {**COMMON_PAPER, "models": ["vit_base_patch16_224.dino", "vit_giant_patch14_dinov2.lvd142m"]},
+    "layer_dependence": {**COMMON_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m"},
+    "model_size": {
+        **COMMON_PAPER,
+        "models": [
+            "vit_small_patch14_dinov2.lvd142m",
+            "vit_base_patch14_dinov2.lvd142m",
+            "vit_large_patch14_dinov2.lvd142m",
+            "vit_giant_patch14_dinov2.lvd142m",
+        ],
+    },
+    "training_time": {
+        **COMMON_PAPER,
+        "model": "vit_giant_patch14_dinov2.lvd142m",
+        "checkpoints": ["random", "pretrained"],
+        "training_fractions": [0.0, 1.0],
+    },
+    "redundancy": {**COMMON_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m"},
+    "registers": {
+        **COMMON_PAPER,
+        "models": ["vit_giant_patch14_dinov2.lvd142m", "vit_giant_patch14_reg4_dinov2.lvd142m"],
+    },
+    "claims": {},
+}
+
+SETS = {"ci": CI, "paper": PAPER}
+
+
+def models_of(parameter_set: dict[str, dict]) -> list[str]:
+    """Every model spec a parameter set needs, in first-use order."""
+    seen: dict[str, None] = {}
+    for params in parameter_set.values():
+        for spec in params.get("models", []) + ([params["model"]] if "model" in params else []):
+            seen.setdefault(spec, None)
+    return list(seen)
+
+
+def missing_weights(name: str, weights_dir: str | Path | None = None) -> list[str]:
+    """Models of set ``name`` whose weights cannot be had without the network."""
+    return [spec for spec in models_of(SETS[name]) if not weights_available(spec, weights_dir)]
+
+
+def choose(name: str, weights_dir: str | Path | None = None) -> str:
+    """``auto`` → the richest set whose weights are all available offline; else ``name`` itself."""
+    if name != "auto":
+        if name not in SETS:
+            raise ValueError(f"unknown parameter set {name!r}; choose one of: auto, {', '.join(SETS)}")
+        return name
+    return "paper" if not missing_weights("paper", weights_dir) else "ci"

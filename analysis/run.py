@@ -1,0 +1,196 @@
+"""Run the book's notebooks with papermill into the build tree, and build the site.
+
+Source notebooks in ``book/`` are never written to. Executed copies go to
+``_build/src/book/`` next to a staged copy of ``_config.yml``, ``_toc.yml`` and the
+Markdown pages; Jupyter Book then builds ``_build/html`` from there with warnings as
+errors. A notebook is re-executed only when its *execution key* changes (notebook
+source, parameters, the ``analysis`` package source, and — for the claims page — the
+results it reads), so a warm rebuild of an unchanged book runs no notebook at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+from . import params as parameter_sets
+from .pages import PAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+#: Parameters every page takes from the runner, not from a parameter set.
+RUNNER_PARAMETERS = ("weights_dir", "cache_dir", "results_dir")
+KEY_FIELD = "registers_execution_key"
+
+
+class ParameterError(ValueError):
+    """A parameter the page's notebook does not declare, or a page that does not exist."""
+
+
+def notebook_path(page: str) -> Path:
+    path = BOOK / f"{page}.ipynb"
+    if page not in PAGES or not path.is_file():
+        raise ParameterError(f"unknown page {page!r}; pages: {', '.join(PAGES)}")
+    return path
+
+
+def declared_parameters(page: str) -> dict[str, dict]:
+    """The names and defaults in the notebook's ``parameters`` cell (papermill's own parser)."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook_path(page)))
+
+
+def check_parameters(page: str, parameters: dict) -> None:
+    declared = declared_parameters(page)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ParameterError(
+            f"page {page!r} has no parameter {', '.join(map(repr, unknown))}; it takes: {', '.join(sorted(declared))}"
+        )
+    if "threshold" in parameters:
+        value = parameters["threshold"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ParameterError(f"threshold must be a positive number (the paper uses 150), got {value!r}")
+
+
+def parse_value(text: str):
+    """A ``-p key value`` value: JSON when it parses (numbers, lists, true/null), else the string."""
+    aliases = {"None": None, "True": True, "False": False}
+    if text in aliases:
+        return aliases[text]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _package_hash() -> str:
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "analysis").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def execution_key(page: str, parameters: dict, results_dir: Path) -> str:
+    digest = hashlib.sha256()
+    digest.update(notebook_path(page).read_bytes())
+    digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    digest.update(_package_hash().encode())
+    if page == "claims":  # reads the other pages' results
+        for path in sorted(results_dir.glob("*_claims.parquet")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_page(
+    page: str,
+    parameters: dict,
+    build_dir: Path,
+    weights_dir: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Execute one page's notebook with ``parameters`` into ``build_dir/src/book/<page>.ipynb``.
+
+    Returns the executed notebook's path. Skips execution when the executed copy's key matches.
+    """
+    import papermill
+
+    check_parameters(page, parameters)
+    build_dir = Path(build_dir).resolve()
+    results_dir = build_dir / "results"
+    full = {
+        **parameters,
+        "weights_dir": weights_dir or os.environ.get("REGISTERS_WEIGHTS_DIR"),
+        "cache_dir": str(build_dir / "cache"),
+        "results_dir": str(results_dir),
+    }
+    output = build_dir / "src" / "book" / f"{page}.ipynb"
+    key = execution_key(page, full, results_dir)
+    if not force and output.is_file():
+        if nbformat.read(output, as_version=4).metadata.get(KEY_FIELD) == key:
+            print(f"[{page}] unchanged, reusing {output}", flush=True)
+            return output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{page}.running.ipynb")
+    print(f"[{page}] executing with {json.dumps(parameters, default=str)}", flush=True)
+    try:
+        papermill.execute_notebook(
+            str(notebook_path(page)), str(tmp), parameters=full, kernel_name="python3",
+            cwd=str(ROOT), progress_bar=False,
+        )
+    except papermill.PapermillExecutionError as error:
+        failed = build_dir / "failed" / f"{page}.ipynb"
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(tmp, failed)
+        raise RuntimeError(
+            f"page {page!r} failed in cell {error.exec_count} ({error.ename}: {error.evalue}); "
+            f"executed notebook kept at {failed}"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    notebook = nbformat.read(tmp, as_version=4)
+    notebook.metadata[KEY_FIELD] = key
+    for cell in notebook.cells:  # the defaults fold away; the injected values this run used stay visible
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.metadata["tags"] = [*cell.metadata["tags"], "hide-cell"]
+    nbformat.write(notebook, tmp)
+    os.replace(tmp, output)
+    return output
+
+
+def stage_sources(build_dir: Path) -> Path:
+    """Copy the book's configuration and Markdown pages next to the executed notebooks."""
+    src = Path(build_dir).resolve() / "src"
+    (src / "book").mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(ROOT / name, src / name)
+    for path in BOOK.iterdir():
+        if path.suffix != ".ipynb" and path.is_file():
+            target = src / "book" / path.name
+            if not target.exists() or target.read_bytes() != path.read_bytes():
+                shutil.copy2(path, target)
+    return src
+
+
+def build_html(build_dir: Path) -> Path:
+    """Jupyter Book build of the staged tree with warnings as errors; returns ``_build/html``."""
+    build_dir = Path(build_dir).resolve()
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(build_dir / "src"),
+               "--path-output", str(build_dir.parent), "--warningiserror", "--keep-going", "--quiet"]
+    print("[book] " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return build_dir / "html"
+
+
+def build_book(
+    set_name: str = "auto",
+    build_dir: str | Path | None = None,
+    weights_dir: str | None = None,
+    overrides: dict | None = None,
+    html: bool = True,
+) -> Path:
+    """Run every page with a named parameter set and build the site. Returns the html folder."""
+    build_dir = Path(build_dir or ROOT / "_build").resolve()
+    chosen = parameter_sets.choose(set_name, weights_dir)
+    missing = parameter_sets.missing_weights("paper", weights_dir) if set_name == "auto" else []
+    reason = f" (paper weights missing offline: {', '.join(missing)})" if missing else ""
+    print(f"[book] parameter set: {chosen}{reason}", flush=True)
+    stage_sources(build_dir)
+    for page in PAGES:
+        page_parameters = dict(parameter_sets.SETS[chosen][page])
+        if page == "claims":
+            page_parameters["parameter_set"] = chosen
+        for key, value in (overrides or {}).items():
+            if key in declared_parameters(page):
+                page_parameters[key] = value
+        run_page(page, page_parameters, build_dir, weights_dir)
+    return build_html(build_dir) if html else build_dir

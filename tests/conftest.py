@@ -1,0 +1,49 @@
+"""Shared fixtures. The real offline model is read from ../shared/weights (or $REGISTERS_WEIGHTS_DIR)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from analysis import features, models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = models.OFFLINE_MODEL
+
+
+def shared_weights_dir() -> Path:
+    configured = os.environ.get(models.WEIGHTS_DIR_ENV)
+    return Path(configured) if configured else ROOT.parent / "shared" / "weights"
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    folder = shared_weights_dir()
+    if not (folder / f"{TINY}.safetensors").is_file():
+        pytest.fail(f"the study's offline weights are missing: expected {folder / (TINY + '.safetensors')}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny(weights_dir):
+    """The real pretrained ViT-Ti/16 and its provenance."""
+    return models.load_model(TINY, weights_dir=weights_dir, allow_hub=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_features(weights_dir, tmp_path_factory):
+    """One cached pass of the real ViT-Ti over the 8 first shipped photos (seed 0)."""
+    cache = tmp_path_factory.mktemp("cache")
+    return features.extract(TINY, "builtin", 8, 224, weights_dir=weights_dir, cache_dir=cache,
+                            allow_hub=False, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Tests never reach a hub: any hub attempt must fail fast, as on CI."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")

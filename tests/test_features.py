@@ -1,0 +1,84 @@
+"""The cached pass: tidy frames, real-model facts, cache reuse and interrupted writes."""
+
+import pandas as pd
+import pytest
+
+from analysis import features, images, models
+
+TINY = models.OFFLINE_MODEL
+
+
+def test_frames_are_tidy_and_split_prefix_from_patches(tiny_features):
+    f = tiny_features
+    assert f.depth == 12 and f.grid == (14, 14)
+    assert len(f.norms) == 8 * 12 * 197
+    counts = f.norms[f.norms.layer == 0].kind.value_counts()
+    assert counts["cls"] == 8 and counts["patch"] == 8 * 196 and "register" not in counts
+    assert (f.patch_norms(-1).kind == "patch").all() and len(f.patch_norms(-1)) == 8 * 196
+    assert len(f.patches) == 8 * 196 and f.patches.row.max() == 13 and f.patches.col.max() == 13
+    assert set(f.attention["head"]) == {0, 1, 2}
+
+
+def test_real_vit_tiny_has_the_artifact_where_the_readme_says(tiny_features):
+    """../shared/weights/README: blocks 0-6 max <= 27; from block 7 ~2 % of patches at ~560."""
+    patch = tiny_features.norms[tiny_features.norms.kind == "patch"]
+    per_layer = patch.groupby("layer").norm
+    assert per_layer.max().iloc[:7].max() <= 30
+    last = tiny_features.patch_norms(-1).norm
+    share = (last > 150).mean()
+    assert 0.01 <= share <= 0.04
+    assert 450 <= last.max() <= 700 and 10 <= last.median() <= 25
+
+
+def test_cls_attention_matches_the_attention_frame(tiny_features):
+    f = tiny_features
+    mean = f.attention[f.attention.kind == "patch"].groupby(["image_id", "token"]).attention.mean()
+    merged = f.patches.set_index(["image_id", "token"]).cls_attention
+    pd.testing.assert_series_equal(merged.sort_index(), mean.sort_index(), check_names=False, rtol=1e-5)
+
+
+def test_cache_is_reused_without_running_the_model(weights_dir, tmp_path, monkeypatch):
+    first = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model ran despite a cache hit"))
+    again = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(first.norms, again.norms)
+    assert again.provenance == first.provenance
+
+
+def test_cache_key_changes_with_what_was_measured(weights_dir):
+    provenance = models.resolve_weights(TINY, weights_dir=weights_dir)
+    base = features.cache_key(provenance, TINY, "images-a", 224)
+    assert base != features.cache_key(provenance, TINY, "images-b", 224)
+    assert base != features.cache_key(provenance, TINY, "images-a", 448)
+    assert base != features.cache_key(provenance, f"random:{TINY}", "images-a", 224)
+
+
+def test_interrupted_write_leaves_no_entry_and_the_next_run_recovers(weights_dir, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = pd.DataFrame.to_parquet
+
+    def dies_on_second_frame(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", dies_on_second_frame)
+    with pytest.raises(KeyboardInterrupt):
+        features.extract(TINY, "builtin", 1, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither an entry nor a temporary folder
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", original)
+    result = features.extract(TINY, "builtin", 1, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    assert len(result.patches) == 196 and len(list(tmp_path.iterdir())) == 1
+
+
+def test_two_runs_give_identical_numbers(weights_dir, tmp_path):
+    one = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path / "a", progress=False)
+    two = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path / "b", progress=False)
+    pd.testing.assert_frame_equal(one.norms, two.norms, check_exact=True)
+    pd.testing.assert_frame_equal(one.patches, two.patches, check_exact=True)
+
+
+def test_bad_resolution_is_refused_before_running(weights_dir, tmp_path):
+    with pytest.raises(images.ImageError, match="multiple of the patch size 16"):
+        features.extract(TINY, "builtin", 1, 200, weights_dir=weights_dir, cache_dir=tmp_path)

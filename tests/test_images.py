@@ -1,0 +1,129 @@
+"""Image sources, conversions with notes, and one clear error per bad input."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from analysis import images, models
+
+
+def save(path, array, mode=None, **kwargs):
+    Image.fromarray(array, mode) if mode else Image.fromarray(array)
+    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(path, **kwargs)
+    return path
+
+
+def test_builtin_photos_are_real_and_ordered():
+    records = images.list_images("builtin")
+    assert [r.image_id for r in records][:3] == ["astronaut", "chelsea", "coffee"]
+    picture = records[1].load()
+    assert picture.mode == "RGB" and picture.size == (451, 300)
+
+
+def test_seeded_sampling_is_deterministic_and_keeps_source_order():
+    records = images.list_images("builtin")
+    first = images.sample_images(records, 5, seed=1)
+    assert [r.image_id for r in first] == [r.image_id for r in images.sample_images(records, 5, seed=1)]
+    assert [r.image_id for r in first] != [r.image_id for r in images.sample_images(records, 5, seed=2)]
+    order = [r.image_id for r in records]
+    assert [order.index(r.image_id) for r in first] == sorted(order.index(r.image_id) for r in first)
+    assert len(images.sample_images(records, 100)) == len(records)
+
+
+def test_folder_is_searched_recursively_in_sorted_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    save(tmp_path / "b" / "z.png", rgb)
+    save(tmp_path / "a.jpg", rgb)
+    save(tmp_path / "b" / "c.webp", rgb)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [r.image_id for r in images.list_images(tmp_path)] == ["a", "b/c", "b/z"]
+
+
+def test_empty_and_missing_folders_are_errors(tmp_path):
+    with pytest.raises(images.ImageError, match="holds no images"):
+        images.list_images(tmp_path)
+    with pytest.raises(images.ImageError, match="does not exist"):
+        images.list_images(tmp_path / "nope")
+
+
+def test_corrupt_file_names_the_file(tmp_path):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"definitely not a jpeg")
+    with pytest.raises(images.ImageError, match="broken.jpg.*not a readable image"):
+        images.read_image_file(path)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    whole = save(tmp_path / "whole.jpg", np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    with pytest.raises(images.ImageError, match="cut.jpg.*truncated"):
+        images.read_image_file(cut)
+
+
+def test_grayscale_is_converted_with_a_note(tmp_path):
+    path = save(tmp_path / "gray.png", np.full((32, 32), 200, np.uint8))
+    notes = []
+    rgb = images.read_image_file(path, notes)
+    assert rgb.mode == "RGB" and rgb.getpixel((0, 0)) == (200, 200, 200)
+    assert "L image converted to RGB" in notes[0]
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    array = np.zeros((32, 32, 4), np.uint8)
+    array[..., 0] = 255
+    array[:16, ..., 3] = 255  # top half opaque red, bottom half transparent
+    path = save(tmp_path / "alpha.png", array)
+    notes = []
+    rgb = images.read_image_file(path, notes)
+    assert rgb.getpixel((0, 0)) == (255, 0, 0) and rgb.getpixel((0, 31)) == (255, 255, 255)
+    assert "transparency" in notes[0]
+
+
+def test_16_bit_png_is_rescaled_not_clipped(tmp_path):
+    array = np.zeros((32, 32), np.uint16)
+    array[:, 16:] = 65535
+    array[:, :16] = 32768
+    path = tmp_path / "deep.png"
+    Image.fromarray(array).save(path)
+    notes = []
+    rgb = np.asarray(images.read_image_file(path, notes))
+    assert rgb[0, 31].tolist() == [255, 255, 255] and rgb[0, 0].tolist() == [0, 0, 0]
+    assert "8 bit" in notes[0]
+
+
+def test_palette_gif_is_converted(tmp_path):
+    path = tmp_path / "palette.gif"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).convert("P").save(path)
+    notes = []
+    rgb = images.read_image_file(path, notes)
+    assert rgb.mode == "RGB" and notes
+
+
+def test_tiny_image_is_an_error(tmp_path):
+    path = save(tmp_path / "dot.png", np.zeros((1, 1, 3), np.uint8))
+    with pytest.raises(images.ImageError, match="dot.png is only 1x1 px"):
+        images.read_image_file(path)
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 100 * 100)
+    path = save(tmp_path / "big.png", np.zeros((200, 200, 3), np.uint8))
+    with pytest.raises(images.ImageError, match="big.png is too large"):
+        images.read_image_file(path)
+
+
+def test_resolution_must_be_a_multiple_of_the_patch():
+    images.check_resolution(224, 16)
+    with pytest.raises(images.ImageError, match="not a positive multiple of the patch size 14"):
+        images.check_resolution(224 + 1, 14)
+
+
+def test_transform_uses_the_model_normalisation():
+    model = models.build_architecture(models.OFFLINE_MODEL)  # mean = std = 0.5
+    white = Image.fromarray(np.full((300, 400, 3), 255, np.uint8))
+    tensor = images.make_transform(model, 224)(white)
+    assert tensor.shape == (3, 224, 224)
+    torch.testing.assert_close(tensor, torch.ones(3, 224, 224))

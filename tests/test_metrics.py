@@ -1,0 +1,91 @@
+"""Metrics against hand-computed or planted truth."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from analysis import metrics
+
+
+def test_token_norms_are_l2_over_channels():
+    tokens = torch.tensor([[[3.0, 4.0], [0.0, 0.0], [1.0, 1.0]]])  # (B=1, N=3, D=2)
+    assert metrics.token_norms(tokens)[0].tolist() == pytest.approx([5.0, 0.0, math.sqrt(2)])
+
+
+def test_high_norm_mask_is_strictly_above_threshold():
+    mask = metrics.high_norm_mask(np.array([149.0, 150.0, 150.5, 600.0]), 150)
+    assert mask.tolist() == [False, False, True, True]
+    assert metrics.high_norm_fraction(np.array([149.0, 150.0, 150.5, 600.0]), 150) == 0.5
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
+def test_threshold_must_be_positive(bad):
+    with pytest.raises(ValueError, match="positive"):
+        metrics.high_norm_mask(np.ones(3), bad)
+
+
+def planted_norms(n=5000, share=0.02, seed=0):
+    rng = np.random.default_rng(seed)
+    norms = rng.lognormal(mean=np.log(20), sigma=0.15, size=n)
+    outliers = rng.choice(n, int(n * share), replace=False)
+    norms[outliers] = rng.lognormal(mean=np.log(500), sigma=0.1, size=outliers.size)
+    return norms, outliers
+
+
+def test_adaptive_threshold_recovers_planted_outliers():
+    norms, outliers = planted_norms()
+    fit = metrics.adaptive_threshold(norms)
+    assert fit.bimodal
+    assert fit.upper_share == pytest.approx(0.02)
+    found = np.flatnonzero(norms > fit.threshold)
+    assert set(found) == set(outliers)
+    assert norms[~np.isin(np.arange(norms.size), outliers)].max() < fit.threshold < norms[outliers].min()
+
+
+def test_adaptive_threshold_finds_nothing_in_a_unimodal_distribution():
+    rng = np.random.default_rng(1)
+    fit = metrics.adaptive_threshold(rng.lognormal(np.log(20), 0.3, 5000))
+    assert not fit.bimodal
+    assert fit.threshold == float("inf")
+
+
+def test_adaptive_threshold_rejects_a_majority_upper_mode():
+    norms = np.concatenate([np.full(400, 10.0), np.full(600, 300.0)]) * np.linspace(0.99, 1.01, 1000)
+    assert not metrics.adaptive_threshold(norms).bimodal
+
+
+def test_neighbour_cosine_hand_computed_on_a_2x3_grid():
+    # unit vectors on a 2x3 grid; x = (1, 0), y = (0, 1)
+    x, y = [1.0, 0.0], [0.0, 1.0]
+    grid = torch.tensor([[[x, x, y], [x, y, y]]])  # (1, 2, 3, 2)
+    result = metrics.neighbour_cosine(grid)[0]
+    # (0,0): right x, down x -> (1+1)/2 ; (0,1): left x, right y, down y -> (1+0+0)/3
+    # (0,2): left x, down y -> (0+1)/2 ; (1,0): up x, right y -> (1+0)/2
+    # (1,1): up x, left x, right y -> (0+0+1)/3 ; (1,2): up y, left y -> (1+1)/2
+    expected = [[1.0, 1 / 3, 0.5], [0.5, 1 / 3, 1.0]]
+    assert [row for row in result.tolist()] == [pytest.approx(row) for row in expected]
+
+
+def test_neighbour_cosine_ignores_scale():
+    grid = torch.randn(2, 4, 5, 8)
+    scaled = grid * torch.rand(2, 4, 5, 1).add(0.1) * 100
+    assert torch.allclose(metrics.neighbour_cosine(grid), metrics.neighbour_cosine(scaled), atol=1e-5)
+
+
+def test_attention_share():
+    attention = np.array([0.1, 0.6, 0.2, 0.1])
+    mask = np.array([False, True, False, True])
+    assert metrics.attention_share(attention, mask) == pytest.approx(0.7)
+
+
+def test_separation_auc_perfect_and_undefined():
+    scores = np.array([0.1, 0.2, 0.9, 0.8])
+    assert metrics.separation_auc(scores, np.array([0, 0, 1, 1])) == 1.0
+    assert math.isnan(metrics.separation_auc(scores, np.zeros(4)))
+
+
+def test_first_layer_above():
+    assert metrics.first_layer_above(np.array([10, 20, 200, 500]), 150) == 2
+    assert metrics.first_layer_above(np.array([10, 20]), 150) is None

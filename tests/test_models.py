@@ -1,0 +1,125 @@
+"""Weight resolution: order, provenance, clear errors; the real ViT-Ti really is pretrained."""
+
+import pickle
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from analysis import images, models
+
+TINY = models.OFFLINE_MODEL
+SMALL = "vit_small_patch16_224.augreg_in21k_ft_in1k"
+
+
+def test_the_offline_model_is_real(tiny):
+    model, provenance = tiny
+    assert provenance.source == "folder" and not provenance.is_random
+    assert provenance.sha256 == "d64c51519a476f75bb3abc5c886156276752c37cb8dca4d4afbc2c60823a580d"
+    record = images.ImageRecord("chelsea", "builtin:chelsea")
+    pixels = images.make_transform(model, 224)(record.load())[None]
+    with torch.inference_mode():
+        top = model(pixels).argmax().item()
+    assert top == 285  # ImageNet "Egyptian cat", as the weights' README records
+
+
+def test_explicit_file_comes_before_the_folder(weights_dir, tmp_path):
+    copy = tmp_path / "elsewhere.safetensors"
+    shutil.copy(weights_dir / f"{TINY}.safetensors", copy)
+    provenance = models.resolve_weights(TINY, weights_file=copy, weights_dir=weights_dir)
+    assert provenance.source == "file" and provenance.location == str(copy.resolve())
+
+
+def test_folder_from_environment(weights_dir, monkeypatch):
+    monkeypatch.setenv(models.WEIGHTS_DIR_ENV, str(weights_dir))
+    assert models.resolve_weights(TINY).source == "folder"
+
+
+def test_missing_weights_offline_name_model_places_and_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv(models.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(models.WeightsNotFoundError) as error:
+        models.load_model(SMALL, weights_dir=tmp_path)
+    message = str(error.value)
+    assert SMALL in message
+    assert str(tmp_path / f"{SMALL}.safetensors") in message
+    assert "Hugging Face cache/hub" in message and "HF_HUB_OFFLINE=1" in message
+    assert "python -m analysis fetch" in message and "random:" in message
+
+
+def test_no_silent_random_fallback(tmp_path):
+    with pytest.raises(models.WeightsNotFoundError):
+        models.load_model(SMALL, weights_dir=tmp_path, allow_hub=False)
+
+
+def test_random_only_when_asked():
+    model, provenance = models.load_model(f"random:{TINY}", seed=3)
+    assert provenance.is_random and provenance.seed == 3
+    assert "RANDOM INIT (seed 3)" in provenance.label()
+    again, _ = models.load_model(f"random:{TINY}", seed=3)
+    torch.testing.assert_close(model.state_dict()["head.weight"], again.state_dict()["head.weight"])
+
+
+def test_weights_of_another_model_name_the_mismatched_tensors(weights_dir, tmp_path):
+    wrong = tmp_path / f"{SMALL}.safetensors"
+    shutil.copy(weights_dir / f"{TINY}.safetensors", wrong)
+    with pytest.raises(models.WeightsMismatchError) as error:
+        models.load_model(SMALL, weights_dir=tmp_path)
+    message = str(error.value)
+    assert f"does not hold weights of {SMALL}" in message
+    assert "tensors of the wrong shape" in message and "(192,) vs (384,)" in message
+
+
+def test_plain_pth_state_dict_loads(tiny, tmp_path):
+    model, _ = tiny
+    path = tmp_path / f"{TINY}.pth"
+    torch.save(model.state_dict(), path)
+    loaded, provenance = models.load_model(TINY, weights_dir=tmp_path)
+    assert provenance.source == "folder" and provenance.location.endswith(".pth")
+    torch.testing.assert_close(loaded.state_dict()["head.bias"], model.state_dict()["head.bias"])
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"{TINY}.pth"
+    with open(path, "wb") as handle:
+        pickle.dump({"weights": Exploit(str(marker))}, handle)
+    with pytest.raises(models.UnsafeWeightsError, match="refused"):
+        models.load_model(TINY, weights_file=path)
+    assert not marker.exists()
+
+
+def test_unknown_model_name():
+    with pytest.raises(models.ModelError, match="unknown timm model"):
+        models.resolve_weights("vit_imaginary_patch3_99")
+
+
+def test_non_vit_is_refused():
+    with pytest.raises(models.ModelError, match="not a timm VisionTransformer"):
+        models.build_architecture("resnet18")
+
+
+def test_mismatch_on_missing_tensor(tmp_path, tiny):
+    model, _ = tiny
+    state = {k: v for k, v in model.state_dict().items() if k != "head.weight"}
+    path = tmp_path / "partial.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(models.WeightsMismatchError, match="missing, e.g. head.weight"):
+        models.load_model(TINY, weights_file=path)
+
+
+def test_family_registry_names_are_timm_vits():
+    for family, names in models.FAMILIES.items():
+        for name in names:
+            model = models.build_architecture(name, device="meta")
+            assert model.has_class_token, name
+    assert models.family_of("random:vit_giant_patch14_reg4_dinov2.lvd142m") == "dinov2-reg4"
