@@ -7,7 +7,6 @@ PARAMS ?= auto
 # The study's offline weights live beside the repository; override with WEIGHTS_DIR=... or unset.
 WEIGHTS_DIR ?= $(abspath ../shared/weights)
 export REGISTERS_WEIGHTS_DIR ?= $(WEIGHTS_DIR)
-export MPLBACKEND ?= Agg
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -28,7 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m analysis bench
+	$(PY) -m analysis bench $(BENCH_ARGS)
 
 clean:
 	rm -rf _build

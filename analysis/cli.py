@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     show = commands.add_parser("params", help="print a parameter set")
     show.add_argument("--set", default="ci", choices=list(parameter_sets.SETS))
 
-    commands.add_parser("bench", help="measure the benchmark ratios (see book appendix)")
+    bench = commands.add_parser("bench", help="measure the benchmark ratios (see the book's appendix)")
+    bench.add_argument("--quick", action="store_true", help="small models and few images (minutes; CI)")
 
     args = parser.parse_args(argv)
     try:
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from .bench import main as bench_main
 
-            return bench_main()
+            return bench_main((["--quick"] if args.quick else []) + ["--out", str(Path(args.build_dir) / "bench")]
+                              + (["--weights-dir", args.weights_dir] if args.weights_dir else []))
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -31,8 +31,8 @@ from .features import Features, extract
 from .models import ModelSpec
 from .report import PageResult, default_results_dir
 
-#: Book order of the finding pages (the claims page reads their results in this order).
-PAGES = [
+#: The finding pages in book order; the claims page reads their results in this order.
+FINDINGS = [
     "attention_maps",
     "norm_histogram",
     "layer_dependence",
@@ -40,8 +40,9 @@ PAGES = [
     "training_time",
     "redundancy",
     "registers",
-    "claims",
 ]
+#: Every executed page of the book, in build order (claims after the findings it reads).
+PAGES = [*FINDINGS, "claims", "quality"]
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,7 @@ def registers(models: list[str], inputs: Inputs, threshold: float = 150.0, adapt
 def claims(results_dir: str | None = None) -> PageResult:
     """All claims of the finding pages, from their saved parquet files."""
     folder = Path(results_dir) if results_dir else default_results_dir()
-    frames = [pd.read_parquet(folder / f"{page}_claims.parquet") for page in PAGES[:-1]
+    frames = [pd.read_parquet(folder / f"{page}_claims.parquet") for page in FINDINGS
               if (folder / f"{page}_claims.parquet").is_file()]
     if not frames:
         raise FileNotFoundError(f"no claims in {folder}: run the finding pages first (python -m analysis build)")
@@ -334,6 +335,25 @@ def claims(results_dir: str | None = None) -> PageResult:
         "n_reproduced": int(counts.get(str(Verdict.REPRODUCED), 0)),
         "n_not_reproduced": int(counts.get(str(Verdict.NOT_REPRODUCED), 0)),
         "n_not_testable": int(counts.get(str(Verdict.NOT_TESTABLE), 0)),
-        "missing_pages": ", ".join(p for p in PAGES[:-1] if not (folder / f"{p}_claims.parquet").is_file()) or "none",
+        "missing_pages": ", ".join(p for p in FINDINGS if not (folder / f"{p}_claims.parquet").is_file()) or "none",
     }
     return PageResult("claims", table, [], figure, [], numbers)
+
+
+def quality(bench_dir: str | None = None) -> PageResult:
+    """The benchmark's ratios against their targets, and throughput per model (from ``python -m analysis bench``)."""
+    folder = Path(bench_dir) if bench_dir else Path.cwd() / "_build" / "bench"
+    ratios_path, throughput_path = folder / "ratios.parquet", folder / "throughput.parquet"
+    measured = ratios_path.is_file() and throughput_path.is_file()
+    ratios = pd.read_parquet(ratios_path) if measured else pd.DataFrame(columns=["metric", "value", "target", "passed", "detail"])
+    throughput = pd.read_parquet(throughput_path) if measured else pd.DataFrame(
+        columns=["model", "images_per_s", "seconds", "measured"])
+    figure = plots.benchmark(ratios, throughput)
+    plt.close(figure)
+    numbers = {
+        "bench_status": "measured" if measured else f"not measured for this build (run `make bench`; looked in {folder})",
+        "n_passed": int(ratios.passed.sum()) if measured else 0,
+        "n_targets": len(ratios),
+        "paper_minutes": float(throughput.seconds.sum() / 60) if measured else 0.0,
+    }
+    return PageResult("quality", ratios, [], figure, [], numbers)

@@ -37,6 +37,7 @@ CI: dict[str, dict] = {
         "models": ["random:vit_small_patch14_dinov2.lvd142m", "random:vit_small_patch14_reg4_dinov2.lvd142m"],
     },
     "claims": {},
+    "quality": {},
 }
 
 PAPER: dict[str, dict] = {
@@ -73,6 +74,7 @@ PAPER: dict[str, dict] = {
         "models": ["vit_giant_patch14_dinov2.lvd142m", "vit_giant_patch14_reg4_dinov2.lvd142m"],
     },
     "claims": {},
+    "quality": {},
 }
 
 SETS = {"ci": CI, "paper": PAPER}

@@ -223,3 +223,27 @@ def verdict_chart(claims: pd.DataFrame) -> plt.Figure:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def benchmark(ratios: pd.DataFrame, throughput: pd.DataFrame) -> plt.Figure:
+    """Left: each measured ratio against its target. Right: images/s per model (measured or estimated)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    if ratios.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, "not measured in this build\n(run `make bench`)", ha="center", va="center")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        return fig
+    colours = ["#1b7837" if ok else "#b2182b" for ok in ratios.passed]
+    axes[0].barh(ratios.metric, ratios.value, color=colours)
+    for y, target in enumerate(ratios.target):
+        axes[0].plot([target, target], [y - 0.4, y + 0.4], color="black", lw=2)
+    axes[0].set_xlabel("measured ratio (black tick: target, lower is better)")
+    axes[0].set_title("Benchmark ratios (green: target met)")
+    labels = [short_name(m) for m in throughput.model]
+    axes[1].barh(labels, throughput.images_per_s, color=["C0" if m else "0.7" for m in throughput.measured])
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("images per second on this CPU (log scale; grey: estimated from parameter count)")
+    axes[1].set_title("Throughput of one hooked pass at the paper resolution")
+    fig.tight_layout()
+    return fig

@@ -92,6 +92,16 @@ class PageResult:
     def verdict(self) -> Verdict:
         return overall_verdict(self.claims)
 
+    def figure_png(self, dpi: int = 110):
+        """The figure as a PNG display object: renders the same under any matplotlib backend."""
+        from io import BytesIO
+
+        from IPython.display import Image
+
+        buffer = BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        return Image(data=buffer.getvalue(), format="png")
+
     def save(self, results_dir: str | Path | None = None) -> Path:
         """Write ``<page>.parquet`` and ``<page>_claims.parquet``; return the folder."""
         folder = Path(results_dir) if results_dir else default_results_dir()

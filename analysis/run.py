@@ -87,6 +87,9 @@ def execution_key(page: str, parameters: dict, results_dir: Path) -> str:
     if page == "claims":  # reads the other pages' results
         for path in sorted(results_dir.glob("*_claims.parquet")):
             digest.update(path.read_bytes())
+    if page == "quality":  # reads the benchmark's tables
+        for path in sorted((results_dir.parent / "bench").glob("*.parquet")):
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -189,6 +192,8 @@ def build_book(
         page_parameters = dict(parameter_sets.SETS[chosen][page])
         if page == "claims":
             page_parameters["parameter_set"] = chosen
+        if page == "quality":
+            page_parameters["bench_dir"] = str(build_dir / "bench")
         for key, value in (overrides or {}).items():
             if key in declared_parameters(page):
                 page_parameters[key] = value

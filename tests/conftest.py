@@ -46,4 +46,7 @@ def tiny_features(weights_dir, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """Tests never reach a hub: any hub attempt must fail fast, as on CI."""
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time

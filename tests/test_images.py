@@ -8,9 +8,8 @@ from PIL import Image
 from analysis import images, models
 
 
-def save(path, array, mode=None, **kwargs):
-    Image.fromarray(array, mode) if mode else Image.fromarray(array)
-    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(path, **kwargs)
+def save(path, array, **kwargs):
+    Image.fromarray(array).save(path, **kwargs)
     return path
 
 
@@ -41,26 +40,7 @@ def test_folder_is_searched_recursively_in_sorted_order(tmp_path):
     assert [r.image_id for r in images.list_images(tmp_path)] == ["a", "b/c", "b/z"]
 
 
-def test_empty_and_missing_folders_are_errors(tmp_path):
-    with pytest.raises(images.ImageError, match="holds no images"):
-        images.list_images(tmp_path)
-    with pytest.raises(images.ImageError, match="does not exist"):
-        images.list_images(tmp_path / "nope")
 
-
-def test_corrupt_file_names_the_file(tmp_path):
-    path = tmp_path / "broken.jpg"
-    path.write_bytes(b"definitely not a jpeg")
-    with pytest.raises(images.ImageError, match="broken.jpg.*not a readable image"):
-        images.read_image_file(path)
-
-
-def test_truncated_file_names_the_file(tmp_path):
-    whole = save(tmp_path / "whole.jpg", np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
-    cut = tmp_path / "cut.jpg"
-    cut.write_bytes(whole.read_bytes()[:2000])
-    with pytest.raises(images.ImageError, match="cut.jpg.*truncated"):
-        images.read_image_file(cut)
 
 
 def test_grayscale_is_converted_with_a_note(tmp_path):
@@ -102,17 +82,6 @@ def test_palette_gif_is_converted(tmp_path):
     assert rgb.mode == "RGB" and notes
 
 
-def test_tiny_image_is_an_error(tmp_path):
-    path = save(tmp_path / "dot.png", np.zeros((1, 1, 3), np.uint8))
-    with pytest.raises(images.ImageError, match="dot.png is only 1x1 px"):
-        images.read_image_file(path)
-
-
-def test_huge_image_is_refused_before_decoding(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "MAX_PIXELS", 100 * 100)
-    path = save(tmp_path / "big.png", np.zeros((200, 200, 3), np.uint8))
-    with pytest.raises(images.ImageError, match="big.png is too large"):
-        images.read_image_file(path)
 
 
 def test_resolution_must_be_a_multiple_of_the_patch():

@@ -61,15 +61,6 @@ def test_random_only_when_asked():
     torch.testing.assert_close(model.state_dict()["head.weight"], again.state_dict()["head.weight"])
 
 
-def test_weights_of_another_model_name_the_mismatched_tensors(weights_dir, tmp_path):
-    wrong = tmp_path / f"{SMALL}.safetensors"
-    shutil.copy(weights_dir / f"{TINY}.safetensors", wrong)
-    with pytest.raises(models.WeightsMismatchError) as error:
-        models.load_model(SMALL, weights_dir=tmp_path)
-    message = str(error.value)
-    assert f"does not hold weights of {SMALL}" in message
-    assert "tensors of the wrong shape" in message and "(192,) vs (384,)" in message
-
 
 def test_plain_pth_state_dict_loads(tiny, tmp_path):
     model, _ = tiny
@@ -123,3 +114,29 @@ def test_family_registry_names_are_timm_vits():
             model = models.build_architecture(name, device="meta")
             assert model.has_class_token, name
     assert models.family_of("random:vit_giant_patch14_reg4_dinov2.lvd142m") == "dinov2-reg4"
+
+
+def test_hugging_face_cache_is_used_offline(weights_dir, tmp_path):
+    """A model in the HF cache loads through timm's own hub path with the network off."""
+    import os
+    import subprocess
+    import sys
+
+    repo = tmp_path / "hub" / f"models--timm--{TINY}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    shutil.copy(weights_dir / f"{TINY}.safetensors", snapshot / "model.safetensors")
+    script = (
+        "from analysis import models\n"
+        f"assert models.weights_available('{TINY}')\n"
+        f"model, p = models.load_model('{TINY}')\n"
+        "print(p.source, p.location)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    env.pop(models.WEIGHTS_DIR_ENV, None)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"hf-cache timm/{TINY}")

@@ -21,6 +21,7 @@ OVERRIDES = {
     "redundancy": ({"adaptive": False, "threshold": 100.0}, lambda t: ((t.norm > 100) == t.high_norm).all()),
     "registers": ({"n_images": 2, "resolution": 112}, lambda t: len(t) == 2),
     "claims": ({"parameter_set": "custom"}, lambda t: len(t) >= 7),
+    "quality": ({"bench_dir": "/nonexistent"}, lambda t: len(t) == 0),
 }
 
 
