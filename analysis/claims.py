@@ -205,3 +205,46 @@ def judge_registers(
     if registers_has_outliers:
         return Verdict.NOT_REPRODUCED, "the register model still has high-norm patch tokens"
     return Verdict.REPRODUCED, f"no patch outliers with registers; registers at {register_norm_ratio:.1f}x patch norm"
+
+
+def judge_test_time_registers(
+    random_weights: bool, share_before: float, share_after: float, n_neurons: int
+) -> tuple[Verdict, str]:
+    """Outliers vanish (≤ 10 % of their share before) once the register neurons are moved."""
+    if reason := untestable(random_weights):
+        return Verdict.NOT_TESTABLE, reason
+    if share_before <= 0:
+        return Verdict.NOT_TESTABLE, "the model has no outliers to remove"
+    if n_neurons == 0:
+        return Verdict.NOT_REPRODUCED, "no neuron singles out the outlier positions"
+    if share_after <= 0.1 * share_before:
+        return Verdict.REPRODUCED, f"outlier share falls from {share_before:.2%} to {share_after:.2%}"
+    return Verdict.NOT_REPRODUCED, f"outlier share only falls from {share_before:.2%} to {share_after:.2%}"
+
+
+def judge_local_information(
+    random_weights: bool, n_outliers: int, normal_top1: float, outlier_top1: float,
+    normal_error: float, outlier_error: float,
+) -> tuple[Verdict, str]:
+    """High-norm tokens know less of their position and pixels than normal tokens do."""
+    if reason := untestable(random_weights):
+        return Verdict.NOT_TESTABLE, reason
+    if n_outliers == 0:
+        return Verdict.NOT_TESTABLE, "no high-norm tokens among the held-out images"
+    detail = f"position top-1 {normal_top1:.1%} vs {outlier_top1:.1%}, pixel error {normal_error:.2f} vs {outlier_error:.2f}"
+    if outlier_top1 < normal_top1 and outlier_error > normal_error:
+        return Verdict.REPRODUCED, detail
+    return Verdict.NOT_REPRODUCED, detail
+
+
+def judge_global_information(
+    random_weights: bool, n_images: int, normal_accuracy: float, outlier_accuracy: float, min_images: int = 20
+) -> tuple[Verdict, str]:
+    """A high-norm token predicts the image class better than a normal patch token."""
+    if reason := untestable(random_weights):
+        return Verdict.NOT_TESTABLE, reason
+    if n_images < min_images:
+        return Verdict.NOT_TESTABLE, f"only {n_images} images have a high-norm token (need {min_images})"
+    detail = f"class accuracy {outlier_accuracy:.1%} (high-norm) vs {normal_accuracy:.1%} (normal patch)"
+    verdict = Verdict.REPRODUCED if outlier_accuracy > normal_accuracy else Verdict.NOT_REPRODUCED
+    return verdict, detail

@@ -8,7 +8,8 @@ What is captured (``B`` images, ``N = P + Np`` tokens of which ``P`` prefix toke
   stream *before* the final LayerNorm (the paper's measurement point);
 * ``cls_attention`` ``{block: (B, H, N)}``  attention probabilities of the CLS query for the
   chosen blocks (fused attention is switched off only in those blocks);
-* ``tokens`` ``{block: (B, N, D)}``  full block outputs, only for blocks asked for.
+* ``tokens`` ``{block: (B, N, D)}``  full block outputs, only for blocks asked for;
+* ``output``       ``(B, N, D)``   the model's output tokens (after the final LayerNorm), only when asked for.
 
 Only reductions are kept by default, so memory does not grow with the model's depth.
 Hooks are removed and fused attention restored even when the forward pass raises.
@@ -34,6 +35,7 @@ class Capture:
     block_norms: torch.Tensor | None = None
     cls_attention: dict[int, torch.Tensor] = field(default_factory=dict)
     tokens: dict[int, torch.Tensor] = field(default_factory=dict)
+    output: torch.Tensor | None = None
 
     @property
     def patch_norms(self) -> torch.Tensor:
@@ -62,7 +64,7 @@ def grid_size(model: VisionTransformer, height: int, width: int) -> tuple[int, i
 
 @contextmanager
 def _hooks(
-    model: VisionTransformer, capture: Capture, attention_blocks: list[int], token_blocks: list[int]
+    model: VisionTransformer, capture: Capture, attention_blocks: list[int], token_blocks: list[int], keep_output: bool
 ) -> Iterator[list[torch.Tensor]]:
     handles = []
     fused_before = {}
@@ -79,6 +81,9 @@ def _hooks(
 
         return hook
 
+    def on_output(_module, _inputs, output):
+        capture.output = output.detach().clone()
+
     def on_attention(index):
         def hook(_module, _inputs, probabilities):  # (B, H, N, N) after softmax
             capture.cls_attention[index] = probabilities[:, :, 0, :].detach().clone()
@@ -87,6 +92,8 @@ def _hooks(
 
     try:
         handles.append(model.patch_embed.register_forward_hook(on_patch_embed))
+        if keep_output:
+            handles.append(model.norm.register_forward_hook(on_output))
         for index, block in enumerate(model.blocks):
             handles.append(block.register_forward_hook(on_block(index)))
         for index in attention_blocks:
@@ -108,10 +115,12 @@ def capture_tokens(
     images: torch.Tensor,
     attention_blocks: Sequence[int] = (-1,),
     token_blocks: Sequence[int] = (),
+    keep_output: bool = False,
 ) -> Capture:
     """Run ``model`` once on ``images`` ``(B, 3, H, W)`` and return a :class:`Capture`.
 
-    ``attention_blocks`` and ``token_blocks`` take block indices (negative counts from the end).
+    ``attention_blocks`` and ``token_blocks`` take block indices (negative counts from the end);
+    ``keep_output`` keeps the output tokens after the final LayerNorm (for linear probes).
     """
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"capture_tokens needs a timm VisionTransformer, got {type(model).__name__}")
@@ -119,7 +128,7 @@ def capture_tokens(
         raise ValueError("capture_tokens needs a model with a CLS token (all families of the study have one)")
     depth = len(model.blocks)
     capture = Capture(model.num_prefix_tokens, grid_size(model, images.shape[-2], images.shape[-1]))
-    with _hooks(model, capture, _resolve(attention_blocks, depth), _resolve(token_blocks, depth)) as norms:
+    with _hooks(model, capture, _resolve(attention_blocks, depth), _resolve(token_blocks, depth), keep_output) as norms:
         model.forward_features(images)
     capture.block_norms = torch.stack(norms, dim=1)
     return capture

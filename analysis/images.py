@@ -76,16 +76,19 @@ BUILTIN_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
 
 @dataclass
 class ImageRecord:
-    """One input image: a stable id plus how to read it."""
+    """One input image: a stable id, how to read it, and its class label when the source has labels."""
 
     image_id: str
-    origin: str  # "builtin:<name>" or a file path
+    origin: str  # "builtin:<name>", "digits:<index>" or a file path
     notes: list[str] = field(default_factory=list)
+    label: str | None = None
 
     def load(self) -> Image.Image:
         """The image as 8-bit RGB; conversions are recorded in ``notes``."""
         if self.origin.startswith("builtin:"):
             return to_rgb(Image.fromarray(BUILTIN_PHOTOS[self.origin[8:]]()), self.origin, self.notes)
+        if self.origin.startswith("digits:"):
+            return Image.fromarray(_digit(int(self.origin[7:]))).convert("RGB")
         return read_image_file(Path(self.origin), self.notes)
 
     def fingerprint(self) -> str:
@@ -141,6 +144,40 @@ def read_image_file(path: Path, notes: list[str] | None = None) -> Image.Image:
     if min(rgb.size) < MIN_SIDE:
         raise ImageError(f"image {path} is only {rgb.size[0]}x{rgb.size[1]} px; need at least {MIN_SIDE} px a side")
     return rgb
+
+
+def _digit(index: int) -> np.ndarray:
+    """scikit-learn's 8x8 handwritten digit ``index`` as a 64x64 uint8 image (white on black)."""
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().images[index]  # values 0..16
+    return np.kron(pixels * (255 / 16), np.ones((8, 8))).astype(np.uint8)
+
+
+def list_labelled_images(source: str | Path, per_class: int | None = None, seed: int = 0) -> list[ImageRecord]:
+    """Images with class labels: ``"digits"`` (scikit-learn's handwritten digits, shipped offline) or an
+    ImageNet-style folder with one sub-folder per class. ``per_class`` draws a seeded, balanced sample."""
+    if str(source) == "digits":
+        from sklearn.datasets import load_digits
+
+        labels = load_digits().target
+        records = [ImageRecord(f"digit_{i:04d}", f"digits:{i}", label=str(labels[i])) for i in range(len(labels))]
+    else:
+        records = [r for r in list_images(source) if "/" in r.image_id]
+        if not records:
+            raise ImageError(f"image folder {source} has no class sub-folders (expected <folder>/<class>/<image>)")
+        for record in records:
+            record.label = record.image_id.split("/")[0]
+    if len({r.label for r in records}) < 2:
+        raise ImageError(f"labelled image source {source} has fewer than two classes")
+    if per_class is None:
+        return records
+    rng = random.Random(seed)
+    chosen = []
+    for label in sorted({r.label for r in records}):
+        members = [r for r in records if r.label == label]
+        chosen += rng.sample(members, min(per_class, len(members)))
+    return sorted(chosen, key=lambda r: r.image_id)
 
 
 def list_images(source: str | Path) -> list[ImageRecord]:

@@ -39,7 +39,9 @@ FINDINGS = [
     "model_size",
     "training_time",
     "redundancy",
+    "information_probes",
     "registers",
+    "test_time_registers",
 ]
 #: Every executed page of the book, in build order (claims after the findings it reads).
 PAGES = [*FINDINGS, "claims", "quality"]
@@ -357,3 +359,178 @@ def quality(bench_dir: str | None = None) -> PageResult:
         "paper_minutes": float(throughput.seconds.sum() / 60) if measured else 0.0,
     }
     return PageResult("quality", ratios, [], figure, [], numbers)
+
+
+def test_time_registers(model: str, inputs: Inputs, threshold: float = 150.0, adaptive: bool = True,
+                        top_k: int = 4, n_show: int = 4) -> PageResult:
+    """Find the register neurons of ``model`` and move them onto one extra token at inference."""
+    import torch
+
+    from . import intervention
+    from .features import frames_from_capture
+    from .hooks import capture_tokens
+    from .models import load_model
+
+    before = _load([model], inputs)[model]
+    cutoff = findings.outlier_cutoff(before, threshold, adaptive)
+    network, provenance = load_model(model, img_size=inputs.resolution, weights_dir=inputs.weights_dir, seed=inputs.seed)
+    records = [images.record_from_origin(i["image_id"], i["origin"]) for i in before.meta["images"]]
+    transform = images.make_transform(network, inputs.resolution)
+    pixels = torch.stack([transform(r.load()) for r in records])
+    ids = [r.image_id for r in records]
+
+    patch_norms = torch.tensor(before.patches.sort_values(["image_id", "token"]).set_index("image_id")
+                               .loc[ids].norm.to_numpy()).reshape(len(ids), -1)
+    outlier_mask = patch_norms > cutoff.value
+    activations = intervention.mlp_activations(network, pixels, range(len(network.blocks)))
+    neurons = intervention.find_register_neurons(activations, outlier_mask, network.num_prefix_tokens, top_k=top_k)
+    with torch.inference_mode():
+        logits_before = network(pixels)
+    with intervention.test_time_register(network, neurons) as register_index:
+        capture = capture_tokens(network, pixels)
+        with torch.inference_mode():
+            logits_after = network(pixels)
+    after = frames_from_capture(capture, ids)
+    after_patches = after["patches"]
+    share_before = float(outlier_mask.float().mean())
+    share_after = float((after_patches.norm > cutoff.value).mean()) if np.isfinite(cutoff.value) else 0.0
+    register_norm = float(capture.block_norms[:, -1, register_index].median())
+    same_top1 = int((logits_before.argmax(1) == logits_after.argmax(1)).sum())
+
+    from .claims import judge_test_time_registers
+
+    verdict, reason = judge_test_time_registers(provenance.is_random, share_before, share_after, len(neurons))
+    neuron_text = ", ".join(f"block {n.block} unit {n.neuron} ({n.mean_at_outliers:.0f} vs {n.mean_elsewhere:.1f})"
+                            for n in neurons) or "none found"
+    claim = Claim(
+        "test_time_registers",
+        "Moving a few register neurons' activations onto one extra token at inference removes the high-norm patches.",
+        "Jiang et al. 2025 (arXiv 2506.08010): outliers vanish without retraining",
+        f"outliers {share_before:.2%} -> {share_after:.2%} with neurons {neuron_text}; extra token norm "
+        f"{register_norm:.0f}; top-1 unchanged on {same_top1}/{len(ids)} images",
+        verdict, provenance.label(), reason,
+    )
+    table = pd.DataFrame([{"block": n.block, "neuron": n.neuron, "mean_at_outliers": n.mean_at_outliers,
+                           "mean_elsewhere": n.mean_elsewhere, "score": n.score} for n in neurons],
+                         columns=["block", "neuron", "mean_at_outliers", "mean_elsewhere", "score"])
+    shown = ids[: max(1, n_show)]
+    by_image_before = dict(tuple(before.patches.groupby("image_id")))
+    by_image_after = dict(tuple(after_patches.groupby("image_id")))
+    released, moved = f"{plots.short_name(model)} as released", f"{plots.short_name(model)} + test-time register"
+    maps = {
+        released: [_grid(by_image_before[i], "cls_attention") for i in shown],
+        moved: [_grid(by_image_after[i], "cls_attention") for i in shown],
+    }
+    boxes = {
+        released: [_grid(by_image_before[i], "norm") > cutoff.value for i in shown],
+        moved: [_grid(by_image_after[i], "norm") > cutoff.value for i in shown],
+    }
+    pictures = [images.display_crop(records[ids.index(i)], inputs.resolution) for i in shown]
+    figure = plots.attention_maps(pictures, maps, boxes, shown, [provenance])
+    numbers = {"share_before": share_before, "share_after": share_after, "n_neurons": len(neurons),
+               "register_norm": register_norm, "same_top1": same_top1, "n_images": len(ids),
+               "model_name": plots.short_name(model)}
+    return PageResult("test_time_registers", table, [claim], figure, [provenance], numbers)
+
+
+def _token_pass(model: str, records: list, inputs: Inputs):
+    """Output tokens ``(B, N, D)``, last-block patch norms ``(B, Np)`` and input pixels ``(B, 3, H, W)``."""
+    import torch
+
+    from .hooks import capture_tokens
+    from .models import load_model, patch_size
+
+    network, provenance = load_model(model, img_size=inputs.resolution, weights_dir=inputs.weights_dir, seed=inputs.seed)
+    images.check_resolution(inputs.resolution, patch_size(network))
+    transform = images.make_transform(network, inputs.resolution)
+    outputs, norms, pixels = [], [], []
+    for _, batch in images.iter_batches(records, transform, inputs.batch_size):
+        capture = capture_tokens(network, batch, keep_output=True)
+        outputs.append(capture.output.numpy())
+        norms.append(capture.patch_norms[:, -1].numpy())
+        pixels.append(batch.numpy())
+    return (np.concatenate(outputs), np.concatenate(norms), np.concatenate(pixels),
+            network.num_prefix_tokens, patch_size(network), provenance)
+
+
+def information_probes(model: str, inputs: Inputs, labelled_source: str = "digits", per_class: int = 20,
+                       threshold: float = 150.0, adaptive: bool = True) -> PageResult:
+    """Linear probes: local (position, pixels) and global (class) information in normal vs high-norm tokens."""
+    from . import metrics, probes
+    from .claims import judge_global_information, judge_local_information
+
+    records = images.list_labelled_images(labelled_source, per_class, inputs.seed)
+    output, norms, pixels, prefix, patch, provenance = _token_pass(model, records, inputs)
+    cutoff = metrics.adaptive_threshold(norms).threshold if adaptive else findings.check_threshold(threshold)
+    high = norms > cutoff  # (B, Np)
+    labels = np.array([r.label for r in records])
+    rng = np.random.default_rng(inputs.seed)
+    order = rng.permutation(len(records))
+    train, test = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
+    patches = output[:, prefix:]  # (B, Np, D)
+    patch_pix = probes.patch_pixels(pixels, patch)  # (B, Np, P)
+    grid_width = inputs.resolution // patch
+    positions = np.broadcast_to(np.arange(patches.shape[1]), high.shape)
+
+    def tokens_of(image_ids, want_high, limit):
+        mask = np.zeros_like(high)
+        mask[image_ids] = high[image_ids] == want_high
+        index = np.argwhere(mask)
+        if len(index) > limit:
+            index = index[np.sort(rng.choice(len(index), limit, replace=False))]
+        return patches[index[:, 0], index[:, 1]], positions[index[:, 0], index[:, 1]], patch_pix[index[:, 0], index[:, 1]]
+
+    train_tokens, train_positions, train_pixels = tokens_of(train, False, 8000)
+    normal_tokens, normal_positions, normal_pixels = tokens_of(test, False, 3000)
+    high_tokens, high_positions, high_pixels = tokens_of(test, True, 3000)
+    position = probes.position_probe(train_tokens, train_positions, {"normal": (normal_tokens, normal_positions),
+                                     "high-norm": (high_tokens, high_positions)}, grid_width, inputs.seed)
+    pixel_error = probes.pixel_probe(train_tokens, train_pixels, {"normal": (normal_tokens, normal_pixels),
+                                     "high-norm": (high_tokens, high_pixels)})
+
+    with_outliers = np.flatnonzero(high.any(1) & ~high.all(1))
+    n_global = len(with_outliers)
+    accuracy = {"CLS": float("nan"), "normal patch": float("nan"), "high-norm patch": float("nan")}
+    if n_global >= 4 and len(set(labels[with_outliers])) >= 2:
+        chosen_high = np.array([np.argmax(np.where(high[i], norms[i], -np.inf)) for i in with_outliers])
+        chosen_normal = np.array([rng.choice(np.flatnonzero(~high[i])) for i in with_outliers])
+        features = {"CLS": output[with_outliers, 0],
+                    "normal patch": patches[with_outliers, chosen_normal],
+                    "high-norm patch": patches[with_outliers, chosen_high]}
+        split = rng.permutation(n_global)
+        fit, held = split[: n_global // 2], split[n_global // 2 :]
+        for name, values in features.items():
+            accuracy[name] = probes.class_probe(values[fit], labels[with_outliers][fit], values[held],
+                                                labels[with_outliers][held], inputs.seed)
+
+    local_verdict, local_reason = judge_local_information(
+        provenance.is_random, len(high_tokens), position["normal"]["top1"], position["high-norm"]["top1"],
+        pixel_error["normal"], pixel_error["high-norm"])
+    global_verdict, global_reason = judge_global_information(
+        provenance.is_random, n_global, accuracy["normal patch"], accuracy["high-norm patch"])
+    claims = [
+        Claim("information_probes", "High-norm tokens hold less local information (position, pixels) than normal tokens.",
+              "DINOv2 ViT-g: position top-1 41.7% vs 22.8%, pixel error 18.38 vs 25.23 (Table 1)",
+              f"position top-1 {position['normal']['top1']:.1%} (normal) vs {position['high-norm']['top1']:.1%} "
+              f"(high-norm, n={len(high_tokens)}); pixel error {pixel_error['normal']:.2f} vs {pixel_error['high-norm']:.2f}",
+              local_verdict, provenance.label(), local_reason),
+        Claim("information_probes", "A single high-norm token predicts the image class better than a normal patch token.",
+              "DINOv2 ViT-g on ImageNet: CLS 86.0%, normal patch 65.8%, high-norm patch 69.0% (Table 1)",
+              f"on {labelled_source} ({n_global} images with an outlier): CLS {accuracy['CLS']:.1%}, "
+              f"normal patch {accuracy['normal patch']:.1%}, high-norm patch {accuracy['high-norm patch']:.1%}",
+              global_verdict, provenance.label(), global_reason),
+    ]
+    table = pd.DataFrame(
+        [{"probe": "position top-1", "token": k, "value": v["top1"], "n": v["n"]} for k, v in position.items()]
+        + [{"probe": "position distance (patches)", "token": k, "value": v["distance"], "n": v["n"]} for k, v in position.items()]
+        + [{"probe": "pixel L2 error", "token": k, "value": v, "n": position[k]["n"]} for k, v in pixel_error.items()]
+        + [{"probe": "class accuracy", "token": k, "value": v, "n": n_global} for k, v in accuracy.items()]
+    )
+    figure = plots.probe_bars(table, [provenance])
+    numbers = {"model_name": plots.short_name(model), "n_images": len(records), "n_with_outliers": n_global,
+               "labelled_source": str(labelled_source),
+               "normal_top1": position["normal"]["top1"], "high_top1": position["high-norm"]["top1"],
+               "normal_error": pixel_error["normal"], "high_error": pixel_error["high-norm"],
+               "cls_accuracy": accuracy["CLS"], "normal_accuracy": accuracy["normal patch"],
+               "high_accuracy": accuracy["high-norm patch"]}
+    return PageResult("information_probes", table, claims, figure, [provenance], numbers)

@@ -36,6 +36,8 @@ CI: dict[str, dict] = {
         **COMMON_CI,
         "models": ["random:vit_small_patch14_dinov2.lvd142m", "random:vit_small_patch14_reg4_dinov2.lvd142m"],
     },
+    "information_probes": {**COMMON_CI, "model": TINY, "labelled_source": "digits", "per_class": 20},
+    "test_time_registers": {**COMMON_CI, "model": TINY},
     "claims": {},
     "quality": {},
 }
@@ -73,6 +75,9 @@ PAPER: dict[str, dict] = {
         **COMMON_PAPER,
         "models": ["vit_giant_patch14_dinov2.lvd142m", "vit_giant_patch14_reg4_dinov2.lvd142m"],
     },
+    "information_probes": {**COMMON_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m", "labelled_source": "digits",
+                           "per_class": 50},
+    "test_time_registers": {**COMMON_PAPER, "model": "vit_large_patch14_dinov2.lvd142m"},
     "claims": {},
     "quality": {},
 }

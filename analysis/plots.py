@@ -247,3 +247,22 @@ def benchmark(ratios: pd.DataFrame, throughput: pd.DataFrame) -> plt.Figure:
     axes[1].set_title("Throughput of one hooked pass at the paper resolution")
     fig.tight_layout()
     return fig
+
+
+def probe_bars(table: pd.DataFrame, provenances: list[Provenance]) -> plt.Figure:
+    """Three panels: position top-1, pixel error, class accuracy — normal vs high-norm tokens (and CLS)."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    panels = [("position top-1", "position top-1 accuracy (%)", 100),
+              ("pixel L2 error", "pixel reconstruction L2 error (normalised units)", 1),
+              ("class accuracy", "image-class accuracy (%)", 100)]
+    colours = {"normal": "C0", "normal patch": "C0", "high-norm": "C3", "high-norm patch": "C3", "CLS": "0.4"}
+    for ax, (probe, label, scale) in zip(axes, panels):
+        rows = table[table.probe == probe]
+        ax.bar(rows.token, scale * rows.value, color=[colours[t] for t in rows.token])
+        ax.set_ylabel(label)
+        ax.set_xlabel("token probed")
+        ax.set_title(probe)
+    _title(axes[0], "position top-1", provenances)
+    add_provenance(fig, provenances)
+    fig.tight_layout()
+    return fig

@@ -20,6 +20,8 @@ OVERRIDES = {
     "training_time": ({"training_fractions": [0.0, 0.9]}, lambda t: list(t.training_fraction) == [0.0, 0.9]),
     "redundancy": ({"adaptive": False, "threshold": 100.0}, lambda t: ((t.norm > 100) == t.high_norm).all()),
     "registers": ({"n_images": 2, "resolution": 112}, lambda t: len(t) == 2),
+    "information_probes": ({"per_class": 6}, lambda t: set(t.probe) >= {"position top-1", "class accuracy"}),
+    "test_time_registers": ({"top_k": 1}, lambda t: len(t) == 1),
     "claims": ({"parameter_set": "custom"}, lambda t: len(t) >= 7),
     "quality": ({"bench_dir": "/nonexistent"}, lambda t: len(t) == 0),
 }
