@@ -6,3 +6,9 @@ and ``report`` → ``pages`` (one function per book page) → ``run`` (papermill
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# timm and huggingface_hub import tqdm.auto, which warns in kernels without ipywidgets; the study
+# itself uses plain tqdm (silent when not on a terminal), so the warning only clutters the pages.
+_warnings.filterwarnings("ignore", message="IProgress not found")

@@ -248,3 +248,14 @@ def judge_global_information(
     detail = f"class accuracy {outlier_accuracy:.1%} (high-norm) vs {normal_accuracy:.1%} (normal patch)"
     verdict = Verdict.REPRODUCED if outlier_accuracy > normal_accuracy else Verdict.NOT_REPRODUCED
     return verdict, detail
+
+
+def judge_discovery(random_weights: bool, corloc_with: float, corloc_without: float, n_images: int,
+                    min_images: int = 8) -> tuple[Verdict, str]:
+    """Object discovery (LOST) works better once the outliers are gone (registers, trained or test-time)."""
+    if reason := untestable(random_weights):
+        return Verdict.NOT_TESTABLE, reason
+    if n_images < min_images or math.isnan(corloc_with) or math.isnan(corloc_without):
+        return Verdict.NOT_TESTABLE, f"only {n_images} annotated images (need {min_images})"
+    detail = f"CorLoc {corloc_without:.1%} without, {corloc_with:.1%} with registers"
+    return (Verdict.REPRODUCED if corloc_with > corloc_without else Verdict.NOT_REPRODUCED), detail

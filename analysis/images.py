@@ -183,11 +183,17 @@ def list_labelled_images(source: str | Path, per_class: int | None = None, seed:
 def list_images(source: str | Path) -> list[ImageRecord]:
     """All images of a source in deterministic order.
 
-    ``"builtin"`` gives the photos shipped inside packages; a folder is searched
-    recursively for common image files. An empty or missing source is an error.
+    ``"builtin"`` gives the photos shipped inside packages, ``"builtin:<name>"`` one of them;
+    a folder is searched recursively for common image files, a file path is that one image.
+    An empty or missing source is an error.
     """
     if str(source) == "builtin":
         return [ImageRecord(name, f"builtin:{name}") for name in BUILTIN_PHOTOS]
+    if str(source).startswith("builtin:"):
+        name = str(source)[8:]
+        if name not in BUILTIN_PHOTOS:
+            raise ImageError(f"no shipped photo {name!r}; choose one of: {', '.join(BUILTIN_PHOTOS)}")
+        return [ImageRecord(name, f"builtin:{name}")]
     folder = Path(source).expanduser()
     if not folder.exists():
         raise ImageError(f"image folder {folder} does not exist (use 'builtin' for the shipped photos)")
@@ -247,3 +253,16 @@ def display_crop(record: ImageRecord, resolution: int) -> np.ndarray:
 def record_from_origin(image_id: str, origin: str) -> ImageRecord:
     """Rebuild a record from what the feature cache stored."""
     return ImageRecord(image_id, origin)
+
+
+def make_square_transform(model: torch.nn.Module, resolution: int) -> Callable[[Image.Image], torch.Tensor]:
+    """The whole image squeezed to ``resolution``² (no crop, so boxes map back by scaling), model-normalised."""
+    from timm.data import resolve_data_config
+    from torchvision import transforms
+
+    config = resolve_data_config({}, model=model)
+    return transforms.Compose([
+        transforms.Resize((resolution, resolution), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.ToTensor(),
+        transforms.Normalize(config["mean"], config["std"]),
+    ])

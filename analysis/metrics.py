@@ -53,6 +53,8 @@ class AdaptiveThreshold:
 MIN_SEPARATION = 2.0
 #: Outliers are a minority by definition; an "upper mode" holding more than this is not one.
 MAX_UPPER_SHARE = 0.2
+#: ... and they are far longer than the rest: the modes' geometric means must differ at least this much.
+MIN_MODE_RATIO = 2.0
 
 
 def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
@@ -60,8 +62,9 @@ def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
 
     The paper notes the cutoff varies by model (150 for DINOv2 ViT-g). Here the split
     is Otsu's threshold on ``log(norm)``; it is accepted when the upper group is at most
-    ``MAX_UPPER_SHARE`` of tokens and the two groups are separated by Ashman's
-    ``D = sqrt(2)·|μ1-μ2| / sqrt(σ1²+σ2²) > MIN_SEPARATION``. The returned cutoff is the
+    ``MAX_UPPER_SHARE`` of tokens, the two groups are separated by Ashman's
+    ``D = sqrt(2)·|μ1-μ2| / sqrt(σ1²+σ2²) > MIN_SEPARATION``, and the upper group is on average at
+    least ``MIN_MODE_RATIO`` times longer (a small sample of one mode can split into two tight groups). The returned cutoff is the
     geometric midpoint of the widest gap between the two modes' means.
     """
     from skimage.filters import threshold_otsu
@@ -83,7 +86,8 @@ def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
     spread = np.sqrt(lower.var() + upper.var())
     separation = float(np.sqrt(2) * (upper.mean() - lower.mean()) / spread) if spread > 0 else float("inf")
     upper_share = upper.size / values.size
-    bimodal = separation > MIN_SEPARATION and upper_share <= MAX_UPPER_SHARE
+    mode_ratio = float(np.exp(upper.mean() - lower.mean()))
+    bimodal = separation > MIN_SEPARATION and upper_share <= MAX_UPPER_SHARE and mode_ratio >= MIN_MODE_RATIO
     cutoff = float(np.exp(log_cutoff)) if bimodal else float("inf")
     return AdaptiveThreshold(cutoff, separation, float(upper_share), bool(bimodal))
 

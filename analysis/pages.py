@@ -42,9 +42,10 @@ FINDINGS = [
     "information_probes",
     "registers",
     "test_time_registers",
+    "object_discovery",
 ]
 #: Every executed page of the book, in build order (claims after the findings it reads).
-PAGES = [*FINDINGS, "claims", "quality"]
+PAGES = [*FINDINGS, "claims", "summary", "your_image", "quality"]
 
 
 @dataclass(frozen=True)
@@ -534,3 +535,128 @@ def information_probes(model: str, inputs: Inputs, labelled_source: str = "digit
                "cls_accuracy": accuracy["CLS"], "normal_accuracy": accuracy["normal patch"],
                "high_accuracy": accuracy["high-norm patch"]}
     return PageResult("information_probes", table, claims, figure, [provenance], numbers)
+
+
+def your_image(image: str, models: list[str], inputs: Inputs, threshold: float = 150.0, adaptive: bool = True) -> PageResult:
+    """One image (a file path or ``builtin:<name>``) through each model: norms, attention, outliers."""
+    from .claims import judge_outliers
+
+    single = Inputs(image, None, inputs.resolution, inputs.seed, inputs.weights_dir, inputs.cache_dir, inputs.batch_size)
+    feats = _load(models, single)
+    summary = findings.norm_summary(feats, threshold, adaptive)
+    record = images.record_from_origin(*(lambda m: (m["image_id"], m["origin"]))(next(iter(feats.values())).meta["images"][0]))
+    picture = images.display_crop(record, inputs.resolution)
+    maps, boxes, norm_maps = {}, {}, {}
+    for row in summary.itertuples():
+        patches = feats[row.model].patches
+        maps[row.model] = [_grid(patches, "cls_attention")]
+        norm_maps[row.model] = _grid(patches, "norm")
+        boxes[row.model] = [norm_maps[row.model] > row.cutoff]
+    provenances = [f.provenance for f in feats.values()]
+    figure = plots.single_image(picture, norm_maps, maps, boxes, provenances)
+    claims = []
+    for row in summary.itertuples():
+        verdict, reason = judge_outliers(ModelSpec.parse(row.model).name, row.random_weights, row.bimodal, row.outlier_share)
+        claims.append(Claim("your_image", f"{plots.short_name(row.model)} on this one image.", _paper_note(row.model),
+                            f"{row.outlier_share:.2%} high-norm patches, max norm {row.max_norm:.0f}", verdict,
+                            feats[row.model].provenance.label(),
+                            reason + " (one image: an illustration, not a test)"))
+    notes = "; ".join(next(iter(feats.values())).meta["images"][0]["notes"]) or "none"
+    return PageResult("your_image", summary, claims, figure, provenances,
+                      {"image_name": record.image_id, "conversion_notes": notes})
+
+
+def summary(model: str, inputs: Inputs, threshold: float = 150.0, adaptive: bool = True) -> PageResult:
+    """Four key figures of the study on one model, for a lecture slide (reuses the feature cache)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    results = [
+        norm_histogram([model], inputs, threshold, adaptive),
+        attention_maps([model], inputs, n_show=4, threshold=threshold, adaptive=adaptive),
+        layer_dependence(model, inputs, threshold, adaptive),
+        test_time_registers(model, inputs, threshold, adaptive),
+    ]
+    panels = [np.asarray(Image.open(BytesIO(r.figure_png(dpi=90).data))) for r in results]
+    topics = ["a. Output norms (paper: bimodal)", "b. CLS attention (paper: outliers light up)",
+              "c. Norms by depth (paper: outliers from mid-depth)", "d. Test-time register (Jiang et al.: outliers vanish)"]
+    titles = [f"{topic} - this run: {r.claims[0].verdict}" for topic, r in zip(topics, results)]
+    figure = plots.slide(panels, titles, [r.provenances[0] for r in results[:1]])
+    claims = [c for r in results for c in r.claims]
+    for r in results:
+        plt.close(r.figure)
+    table = pd.DataFrame([c.as_row() for c in claims])
+    return PageResult("summary", table, [], figure, results[0].provenances,
+                      {"model_name": plots.short_name(model),
+                       "verdicts": "; ".join(f"{t[3:]}: **{r.claims[0].verdict}**" for t, r in zip(topics, results))})
+
+
+def object_discovery(models: list[str], inputs: Inputs, voc_root: str | None = None, voc_split: str | None = None,
+                     n_discovery: int = 16, test_time_register: bool = True, threshold: float = 150.0,
+                     adaptive: bool = True, k: int = 100) -> PageResult:
+    """LOST CorLoc per model; with ``test_time_register`` also after moving the register neurons.
+
+    ``voc_root``: a VOC-style folder (e.g. VOC2007); None builds the planted-object set in the cache folder.
+    """
+    import torch
+
+    from . import discovery, intervention, metrics
+    from .claims import judge_discovery
+    from .hooks import capture_tokens
+    from .models import load_model, patch_size
+
+    source = "planted" if voc_root is None else str(voc_root)
+    if voc_root is None:
+        voc_root = discovery.planted_voc(Path(inputs.cache_dir or Path.cwd() / "_build" / "cache") / "planted_voc",
+                                         n_discovery, inputs.seed)
+    items = discovery.list_voc(voc_root, voc_split)
+    items = [items[i] for i in sorted(np.random.default_rng(inputs.seed).permutation(len(items))[:n_discovery])]
+    truth = [boxes for _, boxes in items]
+    rows, examples, provenances, claims = [], {}, [], []
+    for spec in models:
+        network, provenance = load_model(spec, img_size=inputs.resolution, weights_dir=inputs.weights_dir, seed=inputs.seed)
+        provenances.append(provenance)
+        patch = patch_size(network)
+        images.check_resolution(inputs.resolution, patch)
+        grid = (inputs.resolution // patch,) * 2
+        transform = images.make_square_transform(network, inputs.resolution)
+        pictures = [images.read_image_file(path) for path, _ in items]
+        pixels = torch.stack([transform(p) for p in pictures])
+        scales = [(p.size[0] / inputs.resolution, p.size[1] / inputs.resolution) for p in pictures]
+
+        def boxes_of(keys):
+            return [discovery.patch_box_to_pixels(discovery.lost(keys[i], grid, k).box, patch, scales[i])
+                    for i in range(len(items))]
+
+        conditions = {"as released": boxes_of(discovery.last_block_keys(network, pixels))}
+        if test_time_register and not provenance.is_random:
+            norms = capture_tokens(network, pixels).patch_norms[:, -1]
+            cutoff = metrics.adaptive_threshold(norms.numpy()).threshold if adaptive else threshold
+            activations = intervention.mlp_activations(network, pixels, range(len(network.blocks)))
+            neurons = intervention.find_register_neurons(activations, norms > cutoff, network.num_prefix_tokens)
+            with intervention.test_time_register(network, neurons):
+                conditions["test-time register"] = boxes_of(discovery.last_block_keys(network, pixels))
+        for condition, predicted in conditions.items():
+            rows.append({"model": spec, "condition": condition, "corloc": discovery.corloc(predicted, truth),
+                         "images": len(items), "random_weights": provenance.is_random, "source": source})
+            examples[f"{plots.short_name(spec)}, {condition}"] = predicted
+        if "test-time register" in conditions:
+            with_, without = rows[-1]["corloc"], rows[-2]["corloc"]
+            verdict, reason = judge_discovery(False, with_, without, len(items))
+        else:
+            verdict, reason = judge_discovery(provenance.is_random, float("nan"), float("nan"), len(items))
+        claims.append(Claim(
+            "object_discovery", f"Removing the outliers improves LOST object discovery ({plots.short_name(spec)}).",
+            "VOC07 CorLoc: DINOv2 35.3 -> 55.4 with registers; DINO 61.9 (Table 3)",
+            "; ".join(f"{r['condition']}: CorLoc {r['corloc']:.1%}" for r in rows if r["model"] == spec) + f" on {source}",
+            verdict, provenance.label(), reason))
+        del network
+    table = pd.DataFrame(rows)
+    shown = min(4, len(items))
+    figure = plots.discovery_examples([images.read_image_file(path) for path, _ in items[:shown]], truth[:shown],
+                                      {name: boxes[:shown] for name, boxes in examples.items()}, table, provenances)
+    numbers = {"source": source, "n_images": len(items),
+               "first_corloc": float(table.corloc.iloc[0]),
+               "first_model": plots.short_name(models[0])}
+    return PageResult("object_discovery", table, claims, figure, provenances, numbers)

@@ -38,7 +38,11 @@ CI: dict[str, dict] = {
     },
     "information_probes": {**COMMON_CI, "model": TINY, "labelled_source": "digits", "per_class": 20},
     "test_time_registers": {**COMMON_CI, "model": TINY},
+    "object_discovery": {**COMMON_CI, "models": [TINY, f"random:{TINY}"], "n_discovery": 16},
     "claims": {},
+    "summary": {**COMMON_CI, "model": TINY},
+    "your_image": {**{k: v for k, v in COMMON_CI.items() if k not in ("image_source", "n_images")},
+                   "image": "builtin:chelsea", "models": [TINY, f"random:{TINY}"]},
     "quality": {},
 }
 
@@ -78,7 +82,15 @@ PAPER: dict[str, dict] = {
     "information_probes": {**COMMON_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m", "labelled_source": "digits",
                            "per_class": 50},
     "test_time_registers": {**COMMON_PAPER, "model": "vit_large_patch14_dinov2.lvd142m"},
+    "object_discovery": {**COMMON_PAPER, "resolution": 224, "n_discovery": 16,
+                         "models": ["vit_small_patch16_224.dino", "vit_small_patch14_dinov2.lvd142m",
+                                    "vit_small_patch14_reg4_dinov2.lvd142m"]},
     "claims": {},
+    "summary": {**COMMON_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m"},
+    "your_image": {**{k: v for k, v in COMMON_PAPER.items() if k not in ("image_source", "n_images")},
+                   "image": "builtin:chelsea",
+                   "models": ["vit_base_patch16_224.dino", "vit_giant_patch14_dinov2.lvd142m",
+                              "vit_giant_patch14_reg4_dinov2.lvd142m"]},
     "quality": {},
 }
 

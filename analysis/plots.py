@@ -266,3 +266,66 @@ def probe_bars(table: pd.DataFrame, provenances: list[Provenance]) -> plt.Figure
     add_provenance(fig, provenances)
     fig.tight_layout()
     return fig
+
+
+def single_image(picture: np.ndarray, norm_maps: dict[str, np.ndarray], attention: dict[str, list[np.ndarray]],
+                 outliers: dict[str, list[np.ndarray]], provenances: list[Provenance]) -> plt.Figure:
+    """One image: per model (rows) the output-norm map and the CLS attention map, high-norm patches boxed."""
+    rows = len(norm_maps)
+    fig, axes = plt.subplots(rows, 3, figsize=(10, 3.2 * rows), squeeze=False)
+    for i, spec in enumerate(norm_maps):
+        axes[i, 0].imshow(picture)
+        axes[i, 0].set_ylabel(textwrap.fill(short_name(spec), 20), fontsize=8)
+        shown = axes[i, 1].imshow(norm_maps[spec], cmap="viridis")
+        fig.colorbar(shown, ax=axes[i, 1], label="output patch norm")
+        axes[i, 2].imshow(attention[spec][0], cmap="inferno")
+        for ax in axes[i, 1:]:
+            for r, c in zip(*np.nonzero(outliers[spec][0])):
+                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="red", lw=1.2))
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("image (as the model sees it)")
+    axes[0, 1].set_title("token norms (red: high-norm)")
+    axes[0, 2].set_title("last-layer CLS attention")
+    add_provenance(fig, provenances)
+    fig.tight_layout()
+    return fig
+
+
+def slide(panels: list[np.ndarray], titles: list[str], provenances: list[Provenance]) -> plt.Figure:
+    """A 2x2 grid of already rendered figures (RGBA arrays) for a one-page summary."""
+    fig, axes = plt.subplots(2, 2, figsize=(16, 11))
+    for ax, panel, title in zip(axes.flat, panels, titles):
+        ax.imshow(panel)
+        ax.set_title(title, fontsize=14, loc="left")
+        ax.axis("off")
+    add_provenance(fig, provenances)
+    fig.tight_layout()
+    return fig
+
+
+def discovery_examples(pictures: list, truth: list[list[tuple]], predicted: dict[str, list[tuple]],
+                       table: pd.DataFrame, provenances: list[Provenance]) -> plt.Figure:
+    """Example images with true boxes (green, dashed) and LOST boxes per condition; CorLoc bars."""
+    fig, axes = plt.subplots(1, len(pictures) + 1, figsize=(3.2 * (len(pictures) + 1), 3.6))
+    colours = dict(zip(predicted, ["red", "cyan", "orange", "magenta", "yellow", "white"] * 4))
+    for ax, picture, boxes, i in zip(axes, pictures, truth, range(len(pictures))):
+        ax.imshow(picture)
+        for x0, y0, x1, y1 in boxes:
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="lime", lw=2, ls="--"))
+        for name, found in predicted.items():
+            x0, y0, x1, y1 = found[i]
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colours[name], lw=1.5))
+        ax.set_xticks([])
+        ax.set_yticks([])
+    labels = [f"{short_name(m)}, {c}" for m, c in zip(table.model, table.condition)]
+    axes[-1].barh(labels, 100 * table.corloc, color=[colours.get(label, "0.5") for label in labels])
+    axes[-1].set_xlabel("CorLoc (% of images, IoU >= 0.5)")
+    axes[-1].set_xlim(0, 100)
+    axes[-1].tick_params(axis="y", labelsize=7)
+    fig.suptitle("LOST object discovery: true boxes dashed green, found boxes solid"
+                 + ("\nincludes RANDOM-INIT weights: not testable" if any(p.is_random for p in provenances) else ""))
+    add_provenance(fig, provenances)
+    fig.tight_layout()
+    return fig

@@ -103,3 +103,23 @@ def test_random_weights_get_a_danger_box():
     real = Provenance("m", "folder", "/w/m.safetensors", "ab" * 32)
     assert "{danger}" in weights_markdown([real, random]) and "not testable" in weights_markdown([random])
     assert "{danger}" not in weights_markdown([real])
+
+
+def test_discovery_rule():
+    from analysis.claims import judge_discovery
+
+    assert judge_discovery(False, 0.55, 0.35, 20)[0] is Verdict.REPRODUCED
+    assert judge_discovery(False, 0.30, 0.35, 20)[0] is Verdict.NOT_REPRODUCED
+    assert judge_discovery(False, 0.55, 0.35, 3)[0] is Verdict.NOT_TESTABLE
+    assert judge_discovery(True, 0.55, 0.35, 20)[0] is Verdict.NOT_TESTABLE
+
+
+def test_information_rules():
+    from analysis.claims import judge_global_information, judge_local_information
+
+    assert judge_local_information(False, 40, 0.42, 0.23, 18.4, 25.2)[0] is Verdict.REPRODUCED
+    assert judge_local_information(False, 40, 0.42, 0.50, 18.4, 25.2)[0] is Verdict.NOT_REPRODUCED
+    assert judge_local_information(False, 0, 0.42, float("nan"), 18.4, float("nan"))[0] is Verdict.NOT_TESTABLE
+    assert judge_global_information(False, 100, 0.658, 0.690)[0] is Verdict.REPRODUCED
+    assert judge_global_information(False, 100, 0.70, 0.69)[0] is Verdict.NOT_REPRODUCED
+    assert judge_global_information(False, 5, 0.658, 0.690)[0] is Verdict.NOT_TESTABLE

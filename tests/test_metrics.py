@@ -51,6 +51,14 @@ def test_adaptive_threshold_finds_nothing_in_a_unimodal_distribution():
     assert fit.threshold == float("inf")
 
 
+def test_adaptive_threshold_finds_nothing_in_a_small_unimodal_sample():
+    """196 tokens of one mode can split into two tight groups; they are not outliers."""
+    rng = np.random.default_rng(3)
+    for seed in range(20):
+        sample = np.random.default_rng(seed).normal(6.2, 0.5, 196)
+        assert not metrics.adaptive_threshold(sample).bimodal, seed
+
+
 def test_adaptive_threshold_rejects_a_majority_upper_mode():
     norms = np.concatenate([np.full(400, 10.0), np.full(600, 300.0)]) * np.linspace(0.99, 1.01, 1000)
     assert not metrics.adaptive_threshold(norms).bimodal
