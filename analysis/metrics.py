@@ -53,41 +53,45 @@ class AdaptiveThreshold:
 MIN_SEPARATION = 2.0
 #: Outliers are a minority by definition; an "upper mode" holding more than this is not one.
 MAX_UPPER_SHARE = 0.2
-#: ... and they are far longer than the rest: the modes' geometric means must differ at least this much.
-MIN_MODE_RATIO = 2.0
+#: ... and an empty gap separates them from the rest: the shortest outlier is at least this many times
+#: longer than the longest normal token (a sparse tail of one mode has gaps, but narrow ones).
+MIN_GAP_RATIO = 1.5
+#: ... and at least this many standard deviations of the normal tokens' log-norms wide.
+GAP_IN_SPREADS = 2.0
 
 
 def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
-    """Otsu split of the log-norm distribution, accepted only for a clear minority mode.
+    """The empty gap between the normal and the high-norm mode of the log-norm distribution.
 
-    The paper notes the cutoff varies by model (150 for DINOv2 ViT-g). Here the split
-    is Otsu's threshold on ``log(norm)``; it is accepted when the upper group is at most
-    ``MAX_UPPER_SHARE`` of tokens, the two groups are separated by Ashman's
-    ``D = sqrt(2)·|μ1-μ2| / sqrt(σ1²+σ2²) > MIN_SEPARATION``, and the upper group is on average at
-    least ``MIN_MODE_RATIO`` times longer (a small sample of one mode can split into two tight groups). The returned cutoff is the
-    geometric midpoint of the widest gap between the two modes' means.
+    The paper notes the cutoff varies by model (150 for DINOv2 ViT-g). Outliers form a small mode
+    far above the rest, separated by an empty stretch. Scanning the sorted log-norms upward from
+    the median, the cutoff goes in the first *wide* gap: the next token is at least
+    ``MIN_GAP_RATIO`` times longer, and the gap spans at least ``GAP_IN_SPREADS`` standard
+    deviations of the log-norms below it (a sparse tail of one mode has gaps too, but narrow ones;
+    Otsu's method misplaces the split when the minority is a few tokens in a few hundred). The
+    split is accepted when the upper group holds at most ``MAX_UPPER_SHARE`` of the tokens and
+    Ashman's ``D = sqrt(2)·|μ1-μ2| / sqrt(σ1²+σ2²) > MIN_SEPARATION``. The cutoff is the gap's
+    geometric midpoint; ``inf`` when there is no such mode.
     """
-    from skimage.filters import threshold_otsu
-
-    values = np.log(np.clip(np.asarray(norms, dtype=np.float64).ravel(), 1e-12, None))
-    if values.size < 2 or np.ptp(values) == 0:
+    values = np.sort(np.log(np.clip(np.asarray(norms, dtype=np.float64).ravel(), 1e-12, None)))
+    if values.size < 4 or values[-1] == values[0]:
         return AdaptiveThreshold(float("inf"), 0.0, 0.0, False)
-    split = threshold_otsu(values)
-    lower, upper = values[values <= split], values[values > split]
-    if upper.size == 0 or lower.size == 0:
+    # spread of everything at or below each position, for the "wide gap" test at every candidate split
+    count = np.arange(1, values.size + 1)
+    mean = np.cumsum(values) / count
+    spread_below = np.sqrt(np.maximum(np.cumsum(values**2) / count - mean**2, 0.0))
+    gaps = np.diff(values)
+    candidates = np.arange(values.size // 2, values.size - 1)  # splits above the median only
+    wide = (gaps[candidates] >= np.log(MIN_GAP_RATIO)) & (gaps[candidates] >= GAP_IN_SPREADS * spread_below[candidates])
+    if not wide.any():
         return AdaptiveThreshold(float("inf"), 0.0, 0.0, False)
-    # Otsu's split can land inside a mode's tail; the cutoff goes in the widest empty
-    # stretch between the two modes' means instead, where no token sits.
-    between = np.sort(values[(values >= lower.mean()) & (values <= upper.mean())])
-    gaps = np.diff(between)
-    widest = int(np.argmax(gaps))
-    log_cutoff = (between[widest] + between[widest + 1]) / 2
-    lower, upper = values[values <= log_cutoff], values[values > log_cutoff]
+    split = int(candidates[np.argmax(wide)])  # the first wide gap above the bulk of normal tokens
+    log_cutoff = (values[split] + values[split + 1]) / 2
+    lower, upper = values[: split + 1], values[split + 1 :]
     spread = np.sqrt(lower.var() + upper.var())
     separation = float(np.sqrt(2) * (upper.mean() - lower.mean()) / spread) if spread > 0 else float("inf")
     upper_share = upper.size / values.size
-    mode_ratio = float(np.exp(upper.mean() - lower.mean()))
-    bimodal = separation > MIN_SEPARATION and upper_share <= MAX_UPPER_SHARE and mode_ratio >= MIN_MODE_RATIO
+    bimodal = separation > MIN_SEPARATION and upper_share <= MAX_UPPER_SHARE
     cutoff = float(np.exp(log_cutoff)) if bimodal else float("inf")
     return AdaptiveThreshold(cutoff, separation, float(upper_share), bool(bimodal))
 

@@ -44,6 +44,15 @@ def test_adaptive_threshold_recovers_planted_outliers():
     assert norms[~np.isin(np.arange(norms.size), outliers)].max() < fit.threshold < norms[outliers].min()
 
 
+def test_adaptive_threshold_finds_four_outliers_in_one_image():
+    """One image of a ViT-Ti: 192 patches at 13-27 and 4 corner outliers at 290-500."""
+    rng = np.random.default_rng(4)
+    norms = np.concatenate([rng.uniform(13, 27, 192), [290.0, 380.0, 469.0, 500.0]])
+    fit = metrics.adaptive_threshold(norms)
+    assert fit.bimodal and 27 < fit.threshold < 290
+    assert metrics.high_norm_fraction(norms, fit.threshold) == pytest.approx(4 / 196)
+
+
 def test_adaptive_threshold_finds_nothing_in_a_unimodal_distribution():
     rng = np.random.default_rng(1)
     fit = metrics.adaptive_threshold(rng.lognormal(np.log(20), 0.3, 5000))
