@@ -144,10 +144,33 @@ def _read_entry(folder: Path) -> Features:
     return Features(*(pd.read_parquet(folder / f"{name}.parquet") for name in FRAMES), meta=meta)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Delete temporary folders of ``folder``'s entry left by killed runs (their process is gone)."""
+    for stale in folder.parent.glob(f".tmp-{folder.name}-*"):
+        pid = stale.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def _write_entry(folder: Path, frames: dict[str, pd.DataFrame], meta: dict) -> None:
-    """Write into a private temporary folder, then rename: readers never see a partial entry."""
+    """Write into a private temporary folder, then rename: readers never see a partial entry.
+
+    The temporary folder is named after the writing process, so a later run can tell the
+    leftovers of a killed run from a write still in progress and remove them.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    _remove_abandoned(folder)
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         for name in FRAMES:

@@ -308,7 +308,10 @@ def slide(panels: list[np.ndarray], titles: list[str], provenances: list[Provena
 def discovery_examples(pictures: list, truth: list[list[tuple]], predicted: dict[str, list[tuple]],
                        table: pd.DataFrame, provenances: list[Provenance]) -> plt.Figure:
     """Example images with true boxes (green, dashed) and LOST boxes per condition; CorLoc bars."""
-    fig, axes = plt.subplots(1, len(pictures) + 1, figsize=(3.2 * (len(pictures) + 1), 3.6))
+    columns = max(len(pictures), 1)
+    fig = plt.figure(figsize=(3.2 * columns, 3.4 + 0.45 * len(table) + 1.2))
+    grid = fig.add_gridspec(2, columns, height_ratios=[3.2, 0.45 * len(table) + 0.8])
+    axes = [fig.add_subplot(grid[0, j]) for j in range(len(pictures))] + [fig.add_subplot(grid[1, :])]
     colours = dict(zip(predicted, ["red", "cyan", "orange", "magenta", "yellow", "white"] * 4))
     for ax, picture, boxes, i in zip(axes, pictures, truth, range(len(pictures))):
         ax.imshow(picture)
@@ -323,7 +326,7 @@ def discovery_examples(pictures: list, truth: list[list[tuple]], predicted: dict
     axes[-1].barh(labels, 100 * table.corloc, color=[colours.get(label, "0.5") for label in labels])
     axes[-1].set_xlabel("CorLoc (% of images, IoU >= 0.5)")
     axes[-1].set_xlim(0, 100)
-    axes[-1].tick_params(axis="y", labelsize=7)
+    axes[-1].tick_params(axis="y", labelsize=9)
     fig.suptitle("LOST object discovery: true boxes dashed green, found boxes solid"
                  + ("\nincludes RANDOM-INIT weights: not testable" if any(p.is_random for p in provenances) else ""))
     add_provenance(fig, provenances)

@@ -82,3 +82,37 @@ def test_two_runs_give_identical_numbers(weights_dir, tmp_path):
 def test_bad_resolution_is_refused_before_running(weights_dir, tmp_path):
     with pytest.raises(images.ImageError, match="multiple of the patch size 16"):
         features.extract(TINY, "builtin", 1, 200, weights_dir=weights_dir, cache_dir=tmp_path)
+
+
+KILLED_WRITER = """
+import os, sys, time
+import pandas as pd
+from analysis import features
+original = pd.DataFrame.to_parquet
+def slow(self, path, *args, **kwargs):
+    original(self, path, *args, **kwargs)
+    print("WRITING", flush=True)
+    time.sleep(120)  # killed here, between two frames of the entry
+pd.DataFrame.to_parquet = slow
+features.extract({spec!r}, "builtin", 1, 224, weights_dir={weights!r}, cache_dir={cache!r}, progress=False)
+"""
+
+
+def test_a_killed_run_leaves_no_entry_and_the_next_run_cleans_up(weights_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    code = KILLED_WRITER.format(spec=TINY, weights=str(weights_dir), cache=str(tmp_path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "WRITING"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    leftovers = list(tmp_path.iterdir())
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".tmp-")  # a partial write, not an entry
+    result = features.extract(TINY, "builtin", 1, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    assert len(result.patches) == 196
+    names = [p.name for p in tmp_path.iterdir()]
+    assert len(names) == 1 and not names[0].startswith(".tmp-")  # the abandoned write was removed
