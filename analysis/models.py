@@ -168,12 +168,12 @@ def build_architecture(name: str, img_size: int | None = None, device: str = "cp
 
 def weights_dirs(weights_dir: str | Path | None = None) -> list[Path]:
     """Local weight folders in the order they are searched: parameter, then environment."""
-    dirs = []
-    if weights_dir:
-        dirs.append(Path(weights_dir))
-    for part in os.environ.get(WEIGHTS_DIR_ENV, "").split(os.pathsep):
-        if part:
-            dirs.append(Path(part))
+    dirs: list[Path] = []
+    candidates = [weights_dir] if weights_dir else []
+    candidates += [part for part in os.environ.get(WEIGHTS_DIR_ENV, "").split(os.pathsep) if part]
+    for candidate in candidates:
+        if Path(candidate).resolve() not in [d.resolve() for d in dirs]:
+            dirs.append(Path(candidate))
     return dirs
 
 

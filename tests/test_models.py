@@ -140,3 +140,9 @@ def test_hugging_face_cache_is_used_offline(weights_dir, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"hf-cache timm/{TINY}")
+
+
+def test_weight_folders_are_searched_once_each(tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    monkeypatch.setenv(models.WEIGHTS_DIR_ENV, f"{tmp_path}{__import__('os').pathsep}{other}")
+    assert models.weights_dirs(tmp_path) == [tmp_path, other]
