@@ -29,12 +29,17 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def outlier_cutoff(features: Features, threshold: float, adaptive: bool = True) -> Cutoff:
-    """Cutoff on last-block patch norms: the model-adaptive split, or the fixed ``threshold``."""
-    fit = metrics.adaptive_threshold(features.patch_norms(-1).norm.to_numpy())
+def cutoff_from_norms(norms: np.ndarray, threshold: float, adaptive: bool = True) -> Cutoff:
+    """Cutoff on output patch norms (any shape): the model-adaptive split, or the fixed ``threshold``."""
+    fit = metrics.adaptive_threshold(np.asarray(norms))
     if adaptive:
         return Cutoff(fit.threshold, "adaptive", fit)
     return Cutoff(check_threshold(threshold), "fixed", fit)
+
+
+def outlier_cutoff(features: Features, threshold: float, adaptive: bool = True) -> Cutoff:
+    """Cutoff on the cached pass's last-block patch norms (see :func:`cutoff_from_norms`)."""
+    return cutoff_from_norms(features.patch_norms(-1).norm.to_numpy(), threshold, adaptive)
 
 
 def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool = True) -> pd.DataFrame:

@@ -247,7 +247,7 @@ def training_time(model: str, checkpoints: list[str], training_fractions: list[f
         raise ValueError(f"{len(checkpoints)} checkpoints but {len(training_fractions)} training fractions")
     if not checkpoints:
         raise ValueError("no checkpoints given: pass e.g. ['random', 'pretrained'] or weight files")
-    rows, provenances, feats_list = [], [], []
+    rows, provenances = [], []
     for checkpoint, fraction in zip(checkpoints, training_fractions):
         if checkpoint == "random":
             feats, label = inputs.features(f"random:{model}"), "init (random)"
@@ -388,9 +388,9 @@ def test_time_registers(model: str, inputs: Inputs, threshold: float = 150.0, ad
     with torch.inference_mode():
         logits_before = network(pixels)
     with intervention.test_time_register(network, neurons) as register_index:
-        capture = capture_tokens(network, pixels)
-        with torch.inference_mode():
-            logits_after = network(pixels)
+        capture = capture_tokens(network, pixels, keep_output=True)
+        with torch.inference_mode():  # the classifier on the same pass's output tokens
+            logits_after = network.forward_head(capture.output)
     after = frames_from_capture(capture, ids)
     after_patches = after["patches"]
     share_before = float(outlier_mask.float().mean())
@@ -436,8 +436,6 @@ def test_time_registers(model: str, inputs: Inputs, threshold: float = 150.0, ad
 
 def _token_pass(model: str, records: list, inputs: Inputs):
     """Output tokens ``(B, N, D)``, last-block patch norms ``(B, Np)`` and input pixels ``(B, 3, H, W)``."""
-    import torch
-
     from .hooks import capture_tokens
     from .models import load_model, patch_size
 
@@ -457,13 +455,12 @@ def _token_pass(model: str, records: list, inputs: Inputs):
 def information_probes(model: str, inputs: Inputs, labelled_source: str = "digits", per_class: int = 20,
                        threshold: float = 150.0, adaptive: bool = True) -> PageResult:
     """Linear probes: local (position, pixels) and global (class) information in normal vs high-norm tokens."""
-    from . import metrics, probes
+    from . import probes
     from .claims import judge_global_information, judge_local_information
 
     records = images.list_labelled_images(labelled_source, per_class, inputs.seed)
     output, norms, pixels, prefix, patch, provenance = _token_pass(model, records, inputs)
-    cutoff = metrics.adaptive_threshold(norms).threshold if adaptive else findings.check_threshold(threshold)
-    high = norms > cutoff  # (B, Np)
+    high = norms > findings.cutoff_from_norms(norms, threshold, adaptive).value  # (B, Np)
     labels = np.array([r.label for r in records])
     rng = np.random.default_rng(inputs.seed)
     order = rng.permutation(len(records))
@@ -544,7 +541,8 @@ def your_image(image: str, models: list[str], inputs: Inputs, threshold: float =
     single = Inputs(image, None, inputs.resolution, inputs.seed, inputs.weights_dir, inputs.cache_dir, inputs.batch_size)
     feats = _load(models, single)
     summary = findings.norm_summary(feats, threshold, adaptive)
-    record = images.record_from_origin(*(lambda m: (m["image_id"], m["origin"]))(next(iter(feats.values())).meta["images"][0]))
+    first = next(iter(feats.values())).meta["images"][0]
+    record = images.record_from_origin(first["image_id"], first["origin"])
     picture = images.display_crop(record, inputs.resolution)
     maps, boxes, norm_maps = {}, {}, {}
     for row in summary.itertuples():
@@ -561,7 +559,7 @@ def your_image(image: str, models: list[str], inputs: Inputs, threshold: float =
                             f"{row.outlier_share:.2%} high-norm patches, max norm {row.max_norm:.0f}", verdict,
                             feats[row.model].provenance.label(),
                             reason + " (one image: an illustration, not a test)"))
-    notes = "; ".join(next(iter(feats.values())).meta["images"][0]["notes"]) or "none"
+    notes = "; ".join(first["notes"]) or "none"
     return PageResult("your_image", summary, claims, figure, provenances,
                       {"image_name": record.image_id, "conversion_notes": notes})
 
@@ -601,7 +599,7 @@ def object_discovery(models: list[str], inputs: Inputs, voc_root: str | None = N
     """
     import torch
 
-    from . import discovery, intervention, metrics
+    from . import discovery, intervention
     from .claims import judge_discovery
     from .hooks import capture_tokens
     from .models import load_model, patch_size
@@ -613,6 +611,8 @@ def object_discovery(models: list[str], inputs: Inputs, voc_root: str | None = N
     items = discovery.list_voc(voc_root, voc_split)
     items = [items[i] for i in sorted(np.random.default_rng(inputs.seed).permutation(len(items))[:n_discovery])]
     truth = [boxes for _, boxes in items]
+    pictures = [images.read_image_file(path) for path, _ in items]
+    scales = [(p.size[0] / inputs.resolution, p.size[1] / inputs.resolution) for p in pictures]
     rows, examples, provenances, claims = [], {}, [], []
     for spec in models:
         network, provenance = load_model(spec, img_size=inputs.resolution, weights_dir=inputs.weights_dir, seed=inputs.seed)
@@ -621,9 +621,7 @@ def object_discovery(models: list[str], inputs: Inputs, voc_root: str | None = N
         images.check_resolution(inputs.resolution, patch)
         grid = (inputs.resolution // patch,) * 2
         transform = images.make_square_transform(network, inputs.resolution)
-        pictures = [images.read_image_file(path) for path, _ in items]
         pixels = torch.stack([transform(p) for p in pictures])
-        scales = [(p.size[0] / inputs.resolution, p.size[1] / inputs.resolution) for p in pictures]
 
         def boxes_of(keys):
             return [discovery.patch_box_to_pixels(discovery.lost(keys[i], grid, k).box, patch, scales[i])
@@ -632,7 +630,7 @@ def object_discovery(models: list[str], inputs: Inputs, voc_root: str | None = N
         conditions = {"as released": boxes_of(discovery.last_block_keys(network, pixels))}
         if test_time_register and not provenance.is_random:
             norms = capture_tokens(network, pixels).patch_norms[:, -1]
-            cutoff = metrics.adaptive_threshold(norms.numpy()).threshold if adaptive else threshold
+            cutoff = findings.cutoff_from_norms(norms.numpy(), threshold, adaptive).value
             activations = intervention.mlp_activations(network, pixels, range(len(network.blocks)))
             neurons = intervention.find_register_neurons(activations, norms > cutoff, network.num_prefix_tokens)
             with intervention.test_time_register(network, neurons):
@@ -654,7 +652,7 @@ def object_discovery(models: list[str], inputs: Inputs, voc_root: str | None = N
         del network
     table = pd.DataFrame(rows)
     shown = min(4, len(items))
-    figure = plots.discovery_examples([images.read_image_file(path) for path, _ in items[:shown]], truth[:shown],
+    figure = plots.discovery_examples(pictures[:shown], truth[:shown],
                                       {name: boxes[:shown] for name, boxes in examples.items()}, table, provenances)
     numbers = {"source": source, "n_images": len(items),
                "first_corloc": float(table.corloc.iloc[0]),
