@@ -11,8 +11,7 @@ from pathlib import Path
 from . import params as parameter_sets
 from .images import ImageError
 from .models import ModelError, UnsafeWeightsError, WeightsMismatchError, WeightsNotFoundError
-from .pages import PAGES
-from .run import ROOT, ParameterError, build_book, parse_value, run_page
+from .run import PAGES, ROOT, ParameterError, build_book, parse_value, run_page
 
 #: Errors that are the user's input, shown as one line instead of a traceback.
 USER_ERRORS = (ImageError, ModelError, WeightsNotFoundError, WeightsMismatchError, UnsafeWeightsError,

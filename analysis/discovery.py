@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import ndimage
-from timm.models.vision_transformer import VisionTransformer
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
 
@@ -66,8 +64,7 @@ def corloc(predicted: list[Box], truth: list[list[Box]], threshold: float = 0.5)
     """Share of images whose predicted box has IoU ≥ ``threshold`` with any of their true boxes."""
     if not predicted:
         return float("nan")
-    hits = [any(iou(box, gt) >= threshold for gt in boxes) for box, boxes in zip(predicted, truth)]
-    return float(np.mean(hits))
+    return float(np.mean(hits(predicted, truth, threshold)))
 
 
 def read_voc_boxes(path: Path) -> list[Box]:
@@ -150,15 +147,12 @@ def planted_voc(folder: str | Path, count: int = 16, seed: int = 0, size: int = 
     return folder
 
 
-@torch.inference_mode()
-def last_block_keys(model: VisionTransformer, images: torch.Tensor) -> np.ndarray:
-    """Patch keys of the last block, heads concatenated: ``(B, 3, H, W) -> (B, Np, D)``."""
-    captured = {}
-    attention = model.blocks[-1].attn
-    handle = attention.qkv.register_forward_hook(lambda _m, _i, out: captured.__setitem__("qkv", out))
-    try:
-        model.forward_features(images)
-    finally:
-        handle.remove()
-    dim = captured["qkv"].shape[-1] // 3
-    return captured["qkv"][:, model.num_prefix_tokens :, dim : 2 * dim].float().numpy()
+def find_boxes(keys: np.ndarray, grid: tuple[int, int], patch: int, scales: list[tuple[float, float]],
+               k: int = 100) -> list[Box]:
+    """LOST on each image's patch keys ``(B, Np, d)``; boxes in the original images' pixels."""
+    return [patch_box_to_pixels(lost(keys[i], grid, k).box, patch, scales[i]) for i in range(len(keys))]
+
+
+def hits(predicted: list[Box], truth: list[list[Box]], threshold: float = 0.5) -> np.ndarray:
+    """``(B,)`` bool: does each image's box overlap one of its true boxes with IoU ≥ ``threshold``?"""
+    return np.array([any(iou(box, gt) >= threshold for gt in boxes) for box, boxes in zip(predicted, truth)], dtype=bool)

@@ -14,6 +14,13 @@ Frames (one row per …):
   (last block; ``cls_attention`` is the head-mean CLS attention, ``neighbour_cosine`` is
   measured right after patch embedding);
 * ``attention`` image × head × token: last block CLS attention per head, all tokens.
+
+A page that needs more than reductions asks for it with ``keep``: ``"output"`` (output tokens after
+the final LayerNorm, ``(B, N, D)``, for linear probes and the classifier head) or ``"keys"`` (the last
+block's attention keys, for LOST); they are stored as ``.npy`` arrays in the same entry. An entry
+that lacks a requested array is recomputed once with everything asked for so far.
+
+Every model pass appends one line to ``<cache>/passes.jsonl``, so the benchmark can count passes.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from . import hooks, images, metrics, models
 
 DEFAULT_CACHE_ENV = "REGISTERS_CACHE"
 FRAMES = ("norms", "patches", "attention")
+ARRAYS = ("output", "keys")
 
 
 def default_cache_dir() -> Path:
@@ -49,6 +57,7 @@ class Features:
     patches: pd.DataFrame
     attention: pd.DataFrame
     meta: dict = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def provenance(self) -> models.Provenance:
@@ -69,7 +78,7 @@ class Features:
         return frame[(frame.layer == layer) & (frame.kind == "patch")]
 
 
-def cache_key(provenance: models.Provenance, spec: str, image_key: str, resolution: int) -> str:
+def cache_key(provenance: models.Provenance, spec: str, image_key: str, resolution: int, square: bool = False) -> str:
     identity = {
         "spec": spec,
         "weights": provenance.sha256 or provenance.location,
@@ -78,6 +87,8 @@ def cache_key(provenance: models.Provenance, spec: str, image_key: str, resoluti
         "resolution": resolution,
         "metric_version": metrics.METRIC_VERSION,
     }
+    if square:  # whole image squeezed to a square instead of a centre crop
+        identity["transform"] = "square"
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -105,14 +116,14 @@ def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[st
             "kind": np.tile(kinds, batch * depth),
             "row": np.tile(rows, batch * depth),
             "col": np.tile(cols, batch * depth),
-            "norm": capture.block_norms.reshape(-1).numpy(),
+            "norm": capture.block_norms.reshape(-1).cpu().numpy(),
         }
     )
 
     num_patches = grid[0] * grid[1]
-    embed_grid = capture.patch_embed.reshape(batch, grid[0], grid[1], -1)
+    embed_grid = capture.patch_embed.reshape(batch, grid[0], grid[1], -1).cpu()
     last = max(capture.cls_attention)
-    cls_attention = capture.cls_attention[last]  # (B, H, N)
+    cls_attention = capture.cls_attention[last].float().cpu()  # (B, H, N)
     heads = cls_attention.shape[1]
     patches = pd.DataFrame(
         {
@@ -122,7 +133,7 @@ def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[st
             "col": np.tile(cols[prefix:], batch),
             "neighbour_cosine": metrics.neighbour_cosine(embed_grid).reshape(-1).numpy(),
             "cls_attention": cls_attention[:, :, prefix:].mean(1).reshape(-1).numpy(),
-            "norm": capture.block_norms[:, -1, prefix:].reshape(-1).numpy(),
+            "norm": capture.block_norms[:, -1, prefix:].reshape(-1).cpu().numpy(),
         }
     )
     attention = pd.DataFrame(
@@ -141,7 +152,23 @@ def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[st
 
 def _read_entry(folder: Path) -> Features:
     meta = json.loads((folder / "meta.json").read_text())
-    return Features(*(pd.read_parquet(folder / f"{name}.parquet") for name in FRAMES), meta=meta)
+    arrays = {name: np.load(folder / f"{name}.npy") for name in meta.get("kept", [])}
+    return Features(*(pd.read_parquet(folder / f"{name}.parquet") for name in FRAMES), meta=meta, arrays=arrays)
+
+
+def log_pass(cache_dir: Path, record: dict) -> None:
+    """Append one model pass to ``<cache>/passes.jsonl`` (read by the benchmark)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / "passes.jsonl", "a") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def count_passes(cache_dir: str | Path) -> pd.DataFrame:
+    """The model passes logged under ``cache_dir``: one row each (spec, images, resolution, keep)."""
+    path = Path(cache_dir) / "passes.jsonl"
+    if not path.is_file():
+        return pd.DataFrame(columns=["spec", "images", "resolution", "keep", "square"])
+    return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
 
 
 def _process_alive(pid: int) -> bool:
@@ -162,7 +189,7 @@ def _remove_abandoned(folder: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _write_entry(folder: Path, frames: dict[str, pd.DataFrame], meta: dict) -> None:
+def _write_entry(folder: Path, frames: dict[str, pd.DataFrame], meta: dict, arrays: dict[str, np.ndarray]) -> None:
     """Write into a private temporary folder, then rename: readers never see a partial entry.
 
     The temporary folder is named after the writing process, so a later run can tell the
@@ -175,7 +202,11 @@ def _write_entry(folder: Path, frames: dict[str, pd.DataFrame], meta: dict) -> N
     try:
         for name in FRAMES:
             frames[name].to_parquet(tmp / f"{name}.parquet", index=False)
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        if folder.is_dir() and not set(arrays) <= set(json.loads((folder / "meta.json").read_text()).get("kept", [])):
+            shutil.rmtree(folder, ignore_errors=True)  # an older entry with fewer arrays: replaced
         try:
             os.rename(tmp, folder)
         except OSError:  # another run finished the same entry first: keep theirs
@@ -185,9 +216,19 @@ def _write_entry(folder: Path, frames: dict[str, pd.DataFrame], meta: dict) -> N
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """``"auto"`` (or None): CUDA when available, else CPU; otherwise the named device."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available here (use 'auto' or 'cpu')")
+    return resolved
+
+
 def extract(
     spec: str,
-    image_source: str = "builtin",
+    image_source: str | Path | list[images.ImageRecord] = "builtin",
     n_images: int | None = None,
     resolution: int = 224,
     *,
@@ -196,37 +237,57 @@ def extract(
     weights_file: str | Path | None = None,
     cache_dir: str | Path | None = None,
     batch_size: int = 4,
+    keep: tuple[str, ...] = (),
+    square: bool = False,
+    device: str | None = "auto",
     allow_hub: bool = True,
     progress: bool = True,
 ) -> Features:
     """Features of ``spec`` on a seeded sample of ``n_images`` from ``image_source`` at ``resolution`` px.
 
+    ``image_source``: ``"builtin"``, a folder, or a list of image records (e.g. labelled digits);
+    ``keep``: arrays to store besides the reductions (``"output"``, ``"keys"``); ``square``: squeeze
+    the whole image to a square instead of taking the centre crop (boxes then map back by scaling).
     Reads the cache when the same pass was done before; otherwise runs the model once.
     """
-    records = images.sample_images(images.list_images(image_source), n_images, seed)
+    unknown = set(keep) - set(ARRAYS)
+    if unknown:
+        raise ValueError(f"unknown array(s) to keep: {sorted(unknown)}; choose from {ARRAYS}")
+    records = image_source if isinstance(image_source, list) else images.list_images(image_source)
+    records = images.sample_images(records, n_images, seed)
     provenance = models.resolve_weights(
         spec, weights_file=weights_file, weights_dir=weights_dir, seed=seed, allow_hub=allow_hub
     )
     architecture = models.build_architecture(provenance.model, resolution, device="meta")
     images.check_resolution(resolution, models.patch_size(architecture))
-    key = cache_key(provenance, spec, images.image_set_key(records), resolution)
-    folder = Path(cache_dir or default_cache_dir()) / f"{provenance.model}-{'random-' if provenance.is_random else ''}{key}"
+    key = cache_key(provenance, spec, images.image_set_key(records), resolution, square)
+    cache = Path(cache_dir or default_cache_dir())
+    folder = cache / f"{provenance.model}-{'random-' if provenance.is_random else ''}{key}"
     if (folder / "meta.json").is_file():
-        return _read_entry(folder)
+        kept = json.loads((folder / "meta.json").read_text()).get("kept", [])
+        if set(keep) <= set(kept):
+            return _read_entry(folder)
+        keep = tuple(sorted(set(keep) | set(kept)))
 
+    target = resolve_device(device)
     model, provenance = models.load_model(
         spec, img_size=resolution, weights_file=weights_file, weights_dir=weights_dir, seed=seed, allow_hub=allow_hub
     )
-    transform = images.make_transform(model, resolution)
+    model = model.to(target)
+    transform = (images.make_square_transform if square else images.make_transform)(model, resolution)
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in FRAMES}
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in keep}
     batches = images.iter_batches(records, transform, batch_size)
     total = -(-len(records) // batch_size)
     capture = None
     for chunk, pixels in tqdm(batches, total=total, desc=f"{spec} @ {resolution}px", unit="batch",
                               disable=None if progress else True):  # None: only on a terminal
-        capture = hooks.capture_tokens(model, pixels, attention_blocks=(-1,))
+        capture = hooks.capture_tokens(model, pixels.to(target), attention_blocks=(-1,),
+                                       keep_output="output" in keep, keep_keys="keys" in keep)
         for name, frame in frames_from_capture(capture, [r.image_id for r in chunk]).items():
             parts[name].append(frame)
+        for name in keep:
+            kept[name].append(getattr(capture, name).float().cpu().numpy())
     meta = {
         "spec": spec,
         "provenance": provenance.as_dict(),
@@ -237,10 +298,16 @@ def extract(
         "num_prefix_tokens": capture.num_prefix_tokens,
         "num_registers": capture.num_prefix_tokens - 1,
         "embed_dim": model.embed_dim,
-        "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes} for r in records],
+        "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label} for r in records],
         "metric_version": metrics.METRIC_VERSION,
         "torch": torch.__version__,
+        "device": str(target),
+        "square": square,
+        "kept": sorted(keep),
     }
     frames = {name: pd.concat(chunks, ignore_index=True) for name, chunks in parts.items()}
-    _write_entry(folder, frames, meta)
-    return Features(**frames, meta=meta)
+    arrays = {name: np.concatenate(chunks) for name, chunks in kept.items()}
+    _write_entry(folder, frames, meta, arrays)
+    log_pass(cache, {"spec": spec, "images": images.image_set_key(records), "resolution": resolution,
+                     "keep": sorted(keep), "square": square})
+    return Features(**frames, meta=meta, arrays=arrays)

@@ -1,6 +1,7 @@
-"""Per-finding tables: cached features → tidy pandas frames (one row per model, layer, position …).
+"""Per-finding tables and intervals: cached features → tidy pandas frames and :class:`~analysis.stats.Interval` s.
 
-Every function here reads :class:`~analysis.features.Features` and the metrics; none runs a model.
+Every function here reads :class:`~analysis.features.Features` (or arrays taken from them) and the
+metrics; none runs a model. Intervals resample images (:mod:`analysis.stats`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pandas as pd
 
 from . import metrics
 from .features import Features
+from .stats import Interval, image_bootstrap
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,18 @@ class Cutoff:
     rule: str  # "adaptive" or "fixed"
     adaptive: metrics.AdaptiveThreshold
 
+    @property
+    def found(self) -> bool:
+        return bool(np.isfinite(self.value))
+
+    def describe(self) -> str:
+        if not self.found:
+            return "no high-norm mode (adaptive cutoff: none)"
+        return f"{self.rule} cutoff {self.value:.0f}"
+
 
 def check_threshold(threshold: float) -> float:
-    if not isinstance(threshold, (int, float)) or not threshold > 0:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
         raise ValueError(f"threshold must be a positive number (the paper uses 150), got {threshold!r}")
     return float(threshold)
 
@@ -39,116 +50,263 @@ def cutoff_from_norms(norms: np.ndarray, threshold: float, adaptive: bool = True
 
 def outlier_cutoff(features: Features, threshold: float, adaptive: bool = True) -> Cutoff:
     """Cutoff on the cached pass's last-block patch norms (see :func:`cutoff_from_norms`)."""
-    return cutoff_from_norms(features.patch_norms(-1).norm.to_numpy(), threshold, adaptive)
+    return cutoff_from_norms(patch_grid(features, "norm"), threshold, adaptive)
 
 
-def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool = True) -> pd.DataFrame:
-    """One row per model: output patch-norm statistics, both cutoffs, prefix-token norms."""
+def patch_grid(features: Features, column: str) -> np.ndarray:
+    """``(B, Np)`` array of a last-block patch column (``norm``, ``cls_attention``, ``neighbour_cosine``),
+    images in the order of ``features.meta["images"]``, patches in row-major grid order."""
+    order = [image["image_id"] for image in features.meta["images"]]
+    frame = features.patches.pivot(index="image_id", columns="token", values=column)
+    return frame.loc[order].to_numpy(dtype=np.float64)
+
+
+def has_outliers(cutoff: Cutoff, share: float) -> bool:
+    """A separated high-norm mode holding a minority of the tokens."""
+    return bool(cutoff.found and cutoff.adaptive.bimodal and 0 < share <= 0.2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Norm summaries
+
+def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool = True, seed: int = 0) -> pd.DataFrame:
+    """One row per model: output patch-norm statistics, both cutoffs, the outlier share and its interval."""
     threshold = check_threshold(threshold)
     rows = []
     for spec, feats in features.items():
-        patch = feats.patch_norms(-1).norm.to_numpy()
+        norms = patch_grid(feats, "norm")  # (B, Np)
         last = feats.norms[feats.norms.layer == feats.depth - 1]
-        cutoff = outlier_cutoff(feats, threshold, adaptive)
+        cutoff = cutoff_from_norms(norms, threshold, adaptive)
+        share = outlier_share_interval(norms, cutoff.value, seed)
         provenance = feats.provenance
-        rows.append(
-            {
-                "model": spec,
-                "random_weights": provenance.is_random,
-                "weights": provenance.label(),
-                "images": feats.patches.image_id.nunique(),
-                "patch_tokens": patch.size,
-                "median_norm": float(np.median(patch)),
-                "max_norm": float(patch.max()),
-                "max_over_median": float(patch.max() / np.median(patch)),
-                "threshold": threshold,
-                "share_above_threshold": metrics.high_norm_fraction(patch, threshold),
-                "adaptive_cutoff": cutoff.adaptive.threshold,
-                "bimodal": cutoff.adaptive.bimodal,
-                "separation": cutoff.adaptive.separation,
-                "cutoff_rule": cutoff.rule,
-                "cutoff": cutoff.value,
-                "outlier_share": metrics.high_norm_fraction(patch, cutoff.value) if np.isfinite(cutoff.value) else 0.0,
-                "cls_norm_median": float(last[last.kind == "cls"].norm.median()),
-                "register_norm_median": float(last[last.kind == "register"].norm.median())
-                if (last.kind == "register").any()
-                else float("nan"),
-            }
-        )
+        rows.append({
+            "model": spec,
+            "random_weights": provenance.is_random,
+            "weights": provenance.label(),
+            "images": norms.shape[0],
+            "patch_tokens": norms.size,
+            "median_norm": float(np.median(norms)),
+            "max_norm": float(norms.max()),
+            "max_over_median": float(norms.max() / np.median(norms)),
+            "threshold": threshold,
+            "share_above_threshold": metrics.high_norm_fraction(norms, threshold),
+            "adaptive_cutoff": cutoff.adaptive.threshold,
+            "bimodal": cutoff.adaptive.bimodal,
+            "separation": cutoff.adaptive.separation,
+            "cutoff_rule": cutoff.rule,
+            "cutoff": cutoff.value,
+            "outlier_share": share.estimate,
+            "outlier_share_low": share.low,
+            "outlier_share_high": share.high,
+            "has_outliers": has_outliers(cutoff, share.estimate),
+            "cls_norm_median": float(last[last.kind == "cls"].norm.median()),
+            "register_norm_median": float(last[last.kind == "register"].norm.median())
+            if (last.kind == "register").any() else float("nan"),
+        })
     return pd.DataFrame(rows)
 
 
-def layer_table(feats: Features, cutoff: float) -> pd.DataFrame:
-    """One row per block: patch-norm median, 99th percentile, max, share above ``cutoff``; CLS norm."""
-    patch = feats.norms[feats.norms.kind == "patch"]
-    grouped = patch.groupby("layer").norm
-    table = pd.DataFrame(
-        {
-            "median_norm": grouped.median(),
-            "p99_norm": grouped.quantile(0.99),
-            "max_norm": grouped.max(),
-            "share_above_cutoff": grouped.apply(lambda s: float((s > cutoff).mean())),
-        }
-    )
-    table["cls_norm"] = feats.norms[feats.norms.kind == "cls"].groupby("layer").norm.median()
-    return table.reset_index()
+def share_interval(row: pd.Series) -> Interval:
+    """The outlier-share interval stored in a :func:`norm_summary` row."""
+    return Interval(row.outlier_share, row.outlier_share_low, row.outlier_share_high, int(row.images))
 
 
-def position_frequency(feats: Features, cutoff: float) -> pd.DataFrame:
-    """``(h, w)`` frame: share of images whose last-block token at each grid position is high-norm."""
-    patches = feats.patches.assign(high=feats.patches.norm > cutoff)
-    return patches.pivot_table(index="row", columns="col", values="high", aggfunc="mean").astype(float)
+def outlier_share_interval(norms: np.ndarray, cutoff: float, seed: int = 0) -> Interval:
+    """Share of patch tokens above ``cutoff`` with its interval over images. ``norms``: ``(B, Np)``."""
+    high = np.asarray(norms) > cutoff if np.isfinite(cutoff) else np.zeros(np.shape(norms), bool)
+    return image_bootstrap({"high": high}, lambda c: float(np.mean(c["high"])), seed)
 
 
-def position_stability(feats: Features, cutoff: float) -> dict[str, float]:
-    """Do outliers stay at fixed positions or move with the image?
+# ---------------------------------------------------------------------------------------------
+# Attention
 
-    ``max_position_share``: the most frequent outlier position's share of images;
-    ``distinct_positions``: positions that ever hold an outlier / all outlier tokens.
-    Fixed positions give a share near 1; content-following positions spread out.
+def attention_enrichment(attention: np.ndarray, high: np.ndarray, seed: int = 0) -> Interval:
+    """CLS attention on high-norm patches over their area share, pooled over images, with its interval.
+
+    ``attention``: ``(B, Np)`` head-mean CLS attention over patches; ``high``: ``(B, Np)`` mask.
+    nan when no drawn image has a high-norm patch.
     """
-    high = feats.patches[feats.patches.norm > cutoff]
-    images = feats.patches.image_id.nunique()
-    if high.empty:
-        return {"max_position_share": 0.0, "distinct_positions": 0, "outlier_tokens": 0}
-    per_position = high.groupby(["row", "col"]).image_id.nunique()
+    def enrichment(c) -> float:
+        area = np.mean(c["high"])
+        if area == 0:
+            return float("nan")
+        return metrics.attention_share(c["attention"], c["high"]) / area
+
+    return image_bootstrap({"attention": attention, "high": high}, enrichment, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Depth
+
+def block_norms(features: Features) -> np.ndarray:
+    """``(B, L, Np)`` patch-token norms after every block, images in cache order."""
+    patch = features.norms[features.norms.kind == "patch"]
+    order = {image["image_id"]: i for i, image in enumerate(features.meta["images"])}
+    frame = patch.assign(image=patch.image_id.map(order)).sort_values(["image", "layer", "token"])
+    return frame.norm.to_numpy(dtype=np.float64).reshape(len(order), features.depth, -1)
+
+
+def separated_blocks(norms: np.ndarray) -> np.ndarray:
+    """``(L,)`` bool: does each block's patch-norm distribution have its own separated high-norm mode?
+
+    Each block gets its own adaptive split (:func:`~analysis.metrics.adaptive_threshold`), so a plain
+    growth of all norms with depth does not count: only a small group far above the rest does.
+    ``norms``: ``(B, L, Np)``.
+    """
+    return np.array([metrics.adaptive_threshold(norms[:, block]).bimodal for block in range(norms.shape[1])])
+
+
+def onset_block(separated: np.ndarray) -> int | None:
+    """First block from which every later block has a separated mode (None if the last block has none)."""
+    separated = np.asarray(separated, dtype=bool)
+    if not separated.size or not separated[-1]:
+        return None
+    gaps = np.flatnonzero(~separated)
+    return int(gaps[-1] + 1) if gaps.size else 0
+
+
+def onset_interval(norms: np.ndarray, seed: int = 0, n_resamples: int = 199) -> Interval:
+    """Relative onset depth (onset block / depth) with its interval over images. ``norms``: ``(B, L, Np)``."""
+    depth = norms.shape[1]
+
+    def relative_onset(c) -> float:
+        onset = onset_block(separated_blocks(c["norms"]))
+        return float("nan") if onset is None else onset / depth
+
+    return image_bootstrap({"norms": norms}, relative_onset, seed, n_resamples)
+
+
+def layer_table(norms: np.ndarray) -> pd.DataFrame:
+    """One row per block: patch-norm median, 99th percentile, max, and whether a separated mode exists.
+
+    ``norms``: ``(B, L, Np)``.
+    """
+    per_block = norms.transpose(1, 0, 2).reshape(norms.shape[1], -1)
+    fits = [metrics.adaptive_threshold(values) for values in per_block]
+    return pd.DataFrame({
+        "layer": np.arange(norms.shape[1]),
+        "median_norm": np.median(per_block, axis=1),
+        "p99_norm": np.quantile(per_block, 0.99, axis=1),
+        "max_norm": per_block.max(axis=1),
+        "separated_mode": [fit.bimodal for fit in fits],
+        "block_cutoff": [fit.threshold for fit in fits],
+        "share_above_block_cutoff": [float((v > fit.threshold).mean()) for v, fit in zip(per_block, fits)],
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions
+
+def position_frequency(high: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """``(h, w)``: share of images whose patch at each grid position is high-norm. ``high``: ``(B, Np)``."""
+    return np.asarray(high, dtype=float).mean(0).reshape(grid)
+
+
+#: Outliers are "pinned" when each of their positions holds one in at least this share of the images.
+PINNED_SHARE = 0.75
+
+
+def position_stability(high: np.ndarray) -> dict[str, float]:
+    """Do outliers stay at fixed positions or move with the image? ``high``: ``(B, Np)``.
+
+    ``max_position_share``: share of images in which the most frequent outlier position holds one;
+    ``distinct_positions``: positions that ever hold an outlier; ``outlier_tokens``: all of them;
+    ``pinned``: every outlier position holds an outlier in at least ``PINNED_SHARE`` of the images, so
+    almost no normal token at those positions is left to compare with (the outliers mark positions,
+    not content).
+    """
+    high = np.asarray(high, dtype=bool)
+    per_position = high.sum(0)
+    if not high.any():
+        return {"max_position_share": 0.0, "distinct_positions": 0, "outlier_tokens": 0, "pinned": False}
+    used = per_position > 0
     return {
-        "max_position_share": float(per_position.max() / images),
-        "distinct_positions": int(per_position.size),
-        "outlier_tokens": int(len(high)),
+        "max_position_share": float(per_position.max() / high.shape[0]),
+        "distinct_positions": int(used.sum()),
+        "outlier_tokens": int(high.sum()),
+        "pinned": bool((per_position[used] >= PINNED_SHARE * high.shape[0]).all()),
     }
 
 
-def attention_summary(feats: Features, cutoff: float) -> dict[str, float]:
-    """Share of last-block CLS attention (head mean, patches only) on high-norm patches, vs their area share."""
-    patches = feats.patches
-    mask = (patches.norm > cutoff).to_numpy()
-    return {
-        "outlier_share": float(mask.mean()),
-        "attention_on_outliers": metrics.attention_share(patches.cls_attention.to_numpy(), mask),
-    }
+# ---------------------------------------------------------------------------------------------
+# Redundancy
+
+def position_matched_auc(cosine: np.ndarray, high: np.ndarray) -> float:
+    """ROC AUC of neighbour cosine for outliers vs. non-outliers *at the same grid positions*.
+
+    Only positions holding an outlier in some image and a normal token in another count, so the
+    number of neighbours (2 at corners, 3 at borders, 4 inside) and any other position effect is
+    the same on both sides. nan when no such position exists. Arrays: ``(B, Np)``.
+    """
+    high = np.asarray(high, dtype=bool)
+    mixed = high.any(0) & ~high.all(0)  # positions that are sometimes outliers, sometimes not
+    if not mixed.any():
+        return float("nan")
+    return metrics.separation_auc(np.asarray(cosine)[:, mixed].ravel(), high[:, mixed].ravel())
 
 
-def redundancy_table(feats: Features, cutoff: float) -> pd.DataFrame:
-    """Patch rows with ``high_norm`` flag and neighbour cosine after patch embedding."""
-    patches = feats.patches[["image_id", "row", "col", "neighbour_cosine", "norm"]].copy()
-    patches["high_norm"] = patches.norm > cutoff
-    return patches
+def redundancy_intervals(cosine: np.ndarray, high: np.ndarray, seed: int = 0) -> dict[str, Interval]:
+    """Raw and position-matched AUC of neighbour cosine, each with its interval over images."""
+    columns = {"cosine": cosine, "high": high}
+    raw = image_bootstrap(columns, lambda c: metrics.separation_auc(np.ravel(c["cosine"]), np.ravel(c["high"])), seed)
+    matched = image_bootstrap(columns, lambda c: position_matched_auc(c["cosine"], c["high"]), seed)
+    return {"raw": raw, "matched": matched}
 
 
-def redundancy_summary(table: pd.DataFrame) -> dict[str, float]:
-    high = table[table.high_norm].neighbour_cosine
-    normal = table[~table.high_norm].neighbour_cosine
-    return {
-        "n_high": int(high.size),
-        "median_high": float(high.median()) if high.size else float("nan"),
-        "median_normal": float(normal.median()) if normal.size else float("nan"),
-        "auc": metrics.separation_auc(table.neighbour_cosine.to_numpy(), table.high_norm.to_numpy()),
-    }
+def redundancy_table(cosine: np.ndarray, high: np.ndarray, grid: tuple[int, int]) -> pd.DataFrame:
+    """One row per patch: neighbour cosine, high-norm flag, number of grid neighbours (2, 3 or 4)."""
+    h, w = grid
+    rows, cols = np.divmod(np.arange(h * w), w)
+    neighbours = 4 - (rows == 0) - (rows == h - 1) - (cols == 0) - (cols == w - 1)
+    images = np.arange(cosine.shape[0])
+    return pd.DataFrame({
+        "image": np.repeat(images, h * w),
+        "row": np.tile(rows, len(images)),
+        "col": np.tile(cols, len(images)),
+        "neighbours": np.tile(neighbours, len(images)),
+        "neighbour_cosine": np.ravel(cosine),
+        "high_norm": np.ravel(high),
+    })
 
+
+# ---------------------------------------------------------------------------------------------
+# Registers
 
 def register_norms(feats: Features) -> pd.DataFrame:
     """Last-block norms of every prefix token (CLS, register 1…R), one row per image × token."""
     last = feats.norms[(feats.norms.layer == feats.depth - 1) & (feats.norms.kind != "patch")].copy()
     last["name"] = np.where(last.kind == "cls", "CLS", "reg " + last.token.astype(str))
     return last[["image_id", "name", "kind", "norm"]]
+
+
+def register_ratio_interval(feats: Features, seed: int = 0) -> Interval:
+    """Median register-token norm over median patch norm (last block), with its interval over images."""
+    last = feats.norms[feats.norms.layer == feats.depth - 1]
+    order = [image["image_id"] for image in feats.meta["images"]]
+    registers = last[last.kind == "register"].pivot(index="image_id", columns="token", values="norm").loc[order]
+    patches = patch_grid(feats, "norm")
+    return image_bootstrap({"registers": registers.to_numpy(), "patches": patches},
+                           lambda c: float(np.median(c["registers"]) / np.median(c["patches"])), seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Differences between token kinds, resampled over images
+
+def kind_gap(values: np.ndarray, high: np.ndarray, seed: int = 0) -> Interval:
+    """Mean of ``values`` over normal tokens minus over high-norm tokens, pooled over images.
+
+    ``values``, ``high``: ``(B, Np)``. nan when the drawn images hold no high-norm token.
+    """
+    def gap(c) -> float:
+        mask = np.asarray(c["high"], dtype=bool)
+        if not mask.any() or mask.all():
+            return float("nan")
+        return float(np.mean(c["values"][~mask]) - np.mean(c["values"][mask]))
+
+    return image_bootstrap({"values": np.asarray(values, dtype=float), "high": high}, gap, seed)
+
+
+def paired_gap(first: np.ndarray, second: np.ndarray, seed: int = 0) -> Interval:
+    """Mean of ``first - second`` over images (``(B,)`` each, paired by image) with its interval."""
+    return image_bootstrap({"d": np.asarray(first, dtype=float) - np.asarray(second, dtype=float)},
+                           lambda c: float(np.mean(c["d"])), seed)

@@ -9,7 +9,9 @@ What is captured (``B`` images, ``N = P + Np`` tokens of which ``P`` prefix toke
 * ``cls_attention`` ``{block: (B, H, N)}``  attention probabilities of the CLS query for the
   chosen blocks (fused attention is switched off only in those blocks);
 * ``tokens`` ``{block: (B, N, D)}``  full block outputs, only for blocks asked for;
-* ``output``       ``(B, N, D)``   the model's output tokens (after the final LayerNorm), only when asked for.
+* ``output``       ``(B, N, D)``   the model's output tokens (after the final LayerNorm), only when asked for;
+* ``keys``         ``(B, N, D)``   the last block's attention keys (heads concatenated), only when asked for
+  (object discovery with LOST reads them).
 
 Only reductions are kept by default, so memory does not grow with the model's depth.
 Hooks are removed and fused attention restored even when the forward pass raises.
@@ -36,6 +38,7 @@ class Capture:
     cls_attention: dict[int, torch.Tensor] = field(default_factory=dict)
     tokens: dict[int, torch.Tensor] = field(default_factory=dict)
     output: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
 
     @property
     def patch_norms(self) -> torch.Tensor:
@@ -64,7 +67,8 @@ def grid_size(model: VisionTransformer, height: int, width: int) -> tuple[int, i
 
 @contextmanager
 def _hooks(
-    model: VisionTransformer, capture: Capture, attention_blocks: list[int], token_blocks: list[int], keep_output: bool
+    model: VisionTransformer, capture: Capture, attention_blocks: list[int], token_blocks: list[int], keep_output: bool,
+    keep_keys: bool = False,
 ) -> Iterator[list[torch.Tensor]]:
     handles = []
     fused_before = {}
@@ -84,6 +88,10 @@ def _hooks(
     def on_output(_module, _inputs, output):
         capture.output = output.detach().clone()
 
+    def on_qkv(_module, _inputs, qkv):  # (B, N, 3D): queries, keys, values
+        dim = qkv.shape[-1] // 3
+        capture.keys = qkv[..., dim : 2 * dim].detach().clone()
+
     def on_attention(index):
         def hook(_module, _inputs, probabilities):  # (B, H, N, N) after softmax
             capture.cls_attention[index] = probabilities[:, :, 0, :].detach().clone()
@@ -94,6 +102,8 @@ def _hooks(
         handles.append(model.patch_embed.register_forward_hook(on_patch_embed))
         if keep_output:
             handles.append(model.norm.register_forward_hook(on_output))
+        if keep_keys:
+            handles.append(model.blocks[-1].attn.qkv.register_forward_hook(on_qkv))
         for index, block in enumerate(model.blocks):
             handles.append(block.register_forward_hook(on_block(index)))
         for index in attention_blocks:
@@ -116,11 +126,13 @@ def capture_tokens(
     attention_blocks: Sequence[int] = (-1,),
     token_blocks: Sequence[int] = (),
     keep_output: bool = False,
+    keep_keys: bool = False,
 ) -> Capture:
     """Run ``model`` once on ``images`` ``(B, 3, H, W)`` and return a :class:`Capture`.
 
     ``attention_blocks`` and ``token_blocks`` take block indices (negative counts from the end);
-    ``keep_output`` keeps the output tokens after the final LayerNorm (for linear probes).
+    ``keep_output`` keeps the output tokens after the final LayerNorm (for linear probes);
+    ``keep_keys`` the last block's attention keys (for LOST).
     """
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"capture_tokens needs a timm VisionTransformer, got {type(model).__name__}")
@@ -128,7 +140,28 @@ def capture_tokens(
         raise ValueError("capture_tokens needs a model with a CLS token (all families of the study have one)")
     depth = len(model.blocks)
     capture = Capture(model.num_prefix_tokens, grid_size(model, images.shape[-2], images.shape[-1]))
-    with _hooks(model, capture, _resolve(attention_blocks, depth), _resolve(token_blocks, depth), keep_output) as norms:
+    with _hooks(model, capture, _resolve(attention_blocks, depth), _resolve(token_blocks, depth), keep_output,
+                keep_keys) as norms:
         model.forward_features(images)
     capture.block_norms = torch.stack(norms, dim=1)
     return capture
+
+
+def capture_batches(model: VisionTransformer, images: torch.Tensor, batch_size: int = 8, **options) -> Capture:
+    """:func:`capture_tokens` over ``images`` ``(B, 3, H, W)`` in batches, joined along the image axis.
+
+    Only what each batch keeps is joined (norms, last-block CLS attention, and output or keys when
+    asked for), so memory grows with the images but not with the batch's activations.
+    """
+    device = next(model.parameters()).device
+    parts = [capture_tokens(model, images[start : start + batch_size].to(device), **options)
+             for start in range(0, len(images), batch_size)]
+    first = parts[0]
+    joined = Capture(first.num_prefix_tokens, first.grid)
+    joined.patch_embed = torch.cat([p.patch_embed.cpu() for p in parts])
+    joined.block_norms = torch.cat([p.block_norms.cpu() for p in parts])
+    joined.cls_attention = {i: torch.cat([p.cls_attention[i].cpu() for p in parts]) for i in first.cls_attention}
+    for name in ("output", "keys"):
+        if getattr(first, name) is not None:
+            setattr(joined, name, torch.cat([getattr(p, name).cpu() for p in parts]))
+    return joined

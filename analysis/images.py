@@ -93,7 +93,7 @@ class ImageRecord:
 
     def fingerprint(self) -> str:
         """Content-free identity for cache keys: builtin name or file path + size + mtime."""
-        if self.origin.startswith("builtin:"):
+        if self.origin.startswith(("builtin:", "digits:")):
             return self.origin
         stat = Path(self.origin).stat()
         return f"{self.origin}:{stat.st_size}:{stat.st_mtime_ns}"
@@ -250,9 +250,14 @@ def display_crop(record: ImageRecord, resolution: int) -> np.ndarray:
     return np.asarray(ImageOps.fit(record.load(), (resolution, resolution), Image.Resampling.BICUBIC))
 
 
-def record_from_origin(image_id: str, origin: str) -> ImageRecord:
+def record_from_origin(image_id: str, origin: str, label: str | None = None) -> ImageRecord:
     """Rebuild a record from what the feature cache stored."""
-    return ImageRecord(image_id, origin)
+    return ImageRecord(image_id, origin, label=label)
+
+
+def records_of(meta_images: list[dict]) -> list[ImageRecord]:
+    """The image records of a cached pass (``Features.meta["images"]``), in pass order."""
+    return [ImageRecord(i["image_id"], i["origin"], list(i.get("notes", [])), i.get("label")) for i in meta_images]
 
 
 def make_square_transform(model: torch.nn.Module, resolution: int) -> Callable[[Image.Image], torch.Tensor]:
@@ -266,3 +271,10 @@ def make_square_transform(model: torch.nn.Module, resolution: int) -> Callable[[
         transforms.ToTensor(),
         transforms.Normalize(config["mean"], config["std"]),
     ])
+
+
+def pixel_batch(records: list[ImageRecord], model: torch.nn.Module, resolution: int, square: bool = False) -> torch.Tensor:
+    """``(B, 3, resolution, resolution)``: the images as ``model`` sees them (its normalisation),
+    centre-cropped (or, with ``square``, the whole image squeezed to a square)."""
+    transform = (make_square_transform if square else make_transform)(model, resolution)
+    return torch.stack([transform(record.load()) for record in records])

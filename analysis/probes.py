@@ -73,3 +73,44 @@ def patch_pixels(images: np.ndarray, patch: int) -> np.ndarray:
     h, w = height // patch, width // patch
     blocks = images.reshape(batch, channels, h, patch, w, patch)
     return blocks.transpose(0, 2, 4, 1, 3, 5).reshape(batch, h * w, channels * patch * patch)
+
+
+def split_images(n_images: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of image indices into two halves: ``(fit, held_out)``, each sorted."""
+    order = np.random.default_rng(seed).permutation(n_images)
+    return np.sort(order[: n_images // 2]), np.sort(order[n_images // 2 :])
+
+
+def local_information(
+    tokens: np.ndarray, pixels: np.ndarray, fit: np.ndarray, held_out: np.ndarray, grid_width: int,
+    seed: int = 0, max_fit_tokens: int = 8000,
+) -> dict[str, np.ndarray]:
+    """Position and pixel probes fit on *all* patch tokens of the ``fit`` images, scored on every
+    patch token of the ``held_out`` images.
+
+    ``tokens``: ``(B, Np, D)``; ``pixels``: ``(B, Np, P)``. Returns per held-out token
+    ``position_correct`` ``(Bh, Np)`` bool and ``pixel_error`` ``(Bh, Np)`` L2 error, so the caller
+    can split them by token kind (normal / high-norm) and resample images.
+    """
+    n_patches = tokens.shape[1]
+    positions = np.broadcast_to(np.arange(n_patches), (len(fit), n_patches)).reshape(-1)
+    fit_tokens, fit_pixels = tokens[fit].reshape(-1, tokens.shape[-1]), pixels[fit].reshape(-1, pixels.shape[-1])
+    if len(fit_tokens) > max_fit_tokens:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(fit_tokens), max_fit_tokens, replace=False))
+        fit_tokens, fit_pixels, positions = fit_tokens[chosen], fit_pixels[chosen], positions[chosen]
+    position = _classifier(seed).fit(fit_tokens, positions)
+    pixel = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(fit_tokens, fit_pixels)
+    test = tokens[held_out].reshape(-1, tokens.shape[-1])
+    correct = position.predict(test) == np.tile(np.arange(n_patches), len(held_out))
+    error = np.linalg.norm(pixel.predict(test) - pixels[held_out].reshape(-1, pixels.shape[-1]), axis=1)
+    return {"position_correct": correct.reshape(len(held_out), n_patches),
+            "pixel_error": error.reshape(len(held_out), n_patches)}
+
+
+def global_information(
+    features: dict[str, np.ndarray], labels: np.ndarray, fit: np.ndarray, held_out: np.ndarray, seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Class probes, one per feature kind (``{kind: (B, D)}``, one vector per image), fit on ``fit``
+    images and scored on ``held_out`` ones. Returns ``{kind: (Bh,) bool}`` correct predictions."""
+    return {kind: _classifier(seed).fit(values[fit], labels[fit]).predict(values[held_out]) == labels[held_out]
+            for kind, values in features.items()}

@@ -1,12 +1,15 @@
-"""What a page publishes: its result table and claims as parquet, its numbers glued into the text.
+"""What a page publishes: its result table, claims and controls as parquet; its numbers glued into the text.
 
-Parquet files are written to a temporary name and renamed, so an interrupted run
-never leaves a half-written table behind.
+A notebook makes its measurement in visible cells and hands the results to a :class:`Page`, which
+writes the tables (atomically: temporary file, then rename) and glues the verdict block, the
+weights block and every number for the page's prose. Nothing here measures anything.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .claims import Claim, Verdict, claims_frame
+from .claims import Claim, Control, Verdict, claims_frame, headline
 from .models import Provenance
 
 RESULTS_ENV = "REGISTERS_RESULTS"
@@ -36,89 +39,118 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def overall_verdict(claims: list[Claim]) -> Verdict:
-    """A page's headline: not reproduced if any claim fails, reproduced if any passes, else not testable."""
-    verdicts = {c.verdict for c in claims}
-    if Verdict.NOT_REPRODUCED in verdicts:
-        return Verdict.NOT_REPRODUCED
-    if Verdict.REPRODUCED in verdicts:
-        return Verdict.REPRODUCED
-    return Verdict.NOT_TESTABLE
+ADMONITION_CLASS = {"reproduced": "tip", "not reproduced": "error", "inconclusive": "warning",
+                    "not testable": "note"}
 
 
-ADMONITION_CLASS = {Verdict.REPRODUCED: "tip", Verdict.NOT_REPRODUCED: "error", Verdict.NOT_TESTABLE: "warning"}
+def headline_class(text: str) -> str:
+    for verdict in (Verdict.NOT_REPRODUCED, Verdict.INCONCLUSIVE):
+        if str(verdict) in text and not text.startswith(str(Verdict.REPRODUCED)):
+            return ADMONITION_CLASS[str(verdict)]
+    return ADMONITION_CLASS["reproduced"] if text.startswith(str(Verdict.REPRODUCED)) else "note"
 
 
-def verdict_markdown(claims: list[Claim]) -> str:
-    """A MyST admonition listing each claim's verdict with this run's figure."""
-    headline = overall_verdict(claims)
-    lines = [f"```{{admonition}} Verdict of this run: {headline}", f":class: {ADMONITION_CLASS[headline]}", ""]
+def verdict_markdown(claims: list[Claim], controls: list[Control] = ()) -> str:
+    """A MyST admonition: the page's headline, each claim with its kind, figure, interval and rule, the controls."""
+    text = headline([c.verdict for c in claims])
+    lines = [f"```{{admonition}} Verdict of this run: {text}", f":class: {headline_class(text)}", ""]
     for claim in claims:
         lines.append(
-            f"- **{claim.verdict}**: {claim.claim} Paper: {claim.paper}. This run: {claim.measured}"
-            f" ({claim.reason}). Weights: {claim.weights}."
+            f"- **{claim.verdict}** — *{claim.kind}*, {claim.model}: {claim.claim}  \n"
+            f"  Paper: {claim.paper}. This run: {claim.measured}. Why: {claim.reason}.  \n"
+            f"  Rule: {claim.rule}."
         )
     if not claims:
         lines.append("- no claim could be evaluated with these parameters.")
+    if controls:
+        lines += ["", "Negative controls (random-init twins, not claims):", ""]
+        lines += [f"- {'✓' if c.passed else '**✗ FAILED**'} {c.line()}" for c in controls]
     lines.append("```")
     return "\n".join(lines)
 
 
-def weights_markdown(provenances: list[Provenance]) -> str:
-    """The weights used, and a prominent warning when any of them is a random initialisation."""
+def weights_markdown(provenances: Iterable[Provenance], notes: Iterable[str] = ()) -> str:
+    """The weights used (random ones flagged as controls) and any image conversion notes."""
+    provenances = list(provenances)
     items = "\n".join(f"- {p.label()}" for p in provenances)
+    notes = sorted(set(notes))
+    note_text = ("\n\nImage conversions: " + "; ".join(notes) + ".") if notes else ""
     if any(p.is_random for p in provenances):
-        return (
-            "```{danger} Random weights in this run\n"
-            "Some models below are **randomly initialised**, not pretrained. Every claim that rests on them is "
-            "**not testable** here: an untrained network cannot show what training does.\n\n"
-            f"{items}\n```"
-        )
-    return f"```{{note}} Pretrained weights used in this run\n{items}\n```"
+        return ("```{admonition} Weights of this run (includes random initialisation)\n:class: danger\n"
+                "Models marked RANDOM INIT are **not pretrained**: they are negative controls, never evidence "
+                f"for or against the paper.\n\n{items}{note_text}\n```")
+    return f"```{{admonition}} Weights of this run\n:class: note\n{items}{note_text}\n```"
+
+
+def figure_png(figure: plt.Figure, dpi: int = 110):
+    """The figure as a PNG display object (renders the same under any backend); closes the figure."""
+    from io import BytesIO
+
+    from IPython.display import Image
+
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return Image(data=buffer.getvalue(), format="png")
+
+
+def styled(table: pd.DataFrame, formats: dict[str, str] | None = None):
+    """A table for the page: index hidden, numbers formatted (``{"share": "{:.2%}"}``), nan as "–"."""
+    return table.style.hide(axis="index").format(formats or {}, na_rep="–")
+
+
+def percent(value: float, digits: int = 1) -> str:
+    """A share for prose; "not measured" instead of a sentinel when there is no value."""
+    return "not measured" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}%}"
 
 
 @dataclass
-class PageResult:
-    """Everything a finding page shows: one table, its claims, one figure, glued numbers."""
+class Page:
+    """Collects one page's results and publishes them (tables under ``results_dir``, glue for the text)."""
 
-    page: str
-    table: pd.DataFrame
-    claims: list[Claim]
-    figure: plt.Figure
-    provenances: list[Provenance]
-    numbers: dict[str, Any] = field(default_factory=dict)
+    name: str
+    results_dir: str | Path | None = None
+    claims: list[Claim] = field(default_factory=list)
+    controls: list[Control] = field(default_factory=list)
+    provenances: list[Provenance] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
-    def verdict(self) -> Verdict:
-        return overall_verdict(self.claims)
+    def folder(self) -> Path:
+        return Path(self.results_dir) if self.results_dir else default_results_dir()
 
-    def figure_png(self, dpi: int = 110):
-        """The figure as a PNG display object: renders the same under any matplotlib backend."""
-        from io import BytesIO
+    @property
+    def headline(self) -> str:
+        return headline([c.verdict for c in self.claims])
 
-        from IPython.display import Image
+    def uses(self, provenances: Iterable[Provenance], images: Iterable[dict] = ()) -> None:
+        """Record the weights and the images (their conversion notes) this page's numbers rest on."""
+        for provenance in provenances:
+            if provenance not in self.provenances:
+                self.provenances.append(provenance)
+        for image in images:
+            self.notes += list(image.get("notes", []))
 
-        buffer = BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-        return Image(data=buffer.getvalue(), format="png")
+    def save(self) -> Path:
+        """Write ``<page>.parquet`` (the main table), ``<page>_<name>.parquet``, claims and controls."""
+        for name, table in self.tables.items():
+            write_parquet(table, self.folder / (f"{self.name}.parquet" if name == "main" else f"{self.name}_{name}.parquet"))
+        write_parquet(claims_frame(self.claims), self.folder / f"{self.name}_claims.parquet")
+        controls = pd.DataFrame([{"page": self.name, **c.__dict__} for c in self.controls],
+                                columns=["page", "model", "expectation", "measured", "passed"])
+        write_parquet(controls, self.folder / f"{self.name}_controls.parquet")
+        return self.folder
 
-    def save(self, results_dir: str | Path | None = None) -> Path:
-        """Write ``<page>.parquet`` and ``<page>_claims.parquet``; return the folder."""
-        folder = Path(results_dir) if results_dir else default_results_dir()
-        write_parquet(self.table, folder / f"{self.page}.parquet")
-        write_parquet(claims_frame(self.claims), folder / f"{self.page}_claims.parquet")
-        return folder
-
-    def publish(self, results_dir: str | Path | None = None) -> None:
-        """Save the tables and glue ``verdict``, ``weights`` and every number for the page's text."""
+    def publish(self, **numbers: Any) -> None:
+        """Save the tables and glue ``verdict``, ``headline``, ``weights`` and every number given."""
         from IPython.display import Markdown
         from myst_nb import glue
 
-        self.save(results_dir)
-        glue("verdict", Markdown(verdict_markdown(self.claims)), display=False)
-        glue("headline", Markdown(f"**{self.verdict}**"), display=False)
-        glue("weights", Markdown(weights_markdown(self.provenances)), display=False)
-        for key, value in self.numbers.items():
-            # strings glue as markdown ({glue:md}`key`); numbers as values ({glue:text}`key:.2f`)
+        self.save()
+        glue("verdict", Markdown(verdict_markdown(self.claims, self.controls)), display=False)
+        glue("headline", Markdown(f"**{self.headline}**"), display=False)
+        glue("weights", Markdown(weights_markdown(self.provenances, self.notes)), display=False)
+        for key, value in numbers.items():
+            # strings glue as Markdown ({glue:md}`key`); numbers as values ({glue:text}`key:.2f`)
             glue(key, Markdown(value) if isinstance(value, str) else value, display=False)
-        plt.close(self.figure)

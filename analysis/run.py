@@ -4,8 +4,15 @@ Source notebooks in ``book/`` are never written to. Executed copies go to
 ``_build/src/book/`` next to a staged copy of ``_config.yml``, ``_toc.yml`` and the
 Markdown pages; Jupyter Book then builds ``_build/html`` from there with warnings as
 errors. A notebook is re-executed only when its *execution key* changes (notebook
-source, parameters, the ``analysis`` package source, and — for the claims page — the
-results it reads), so a warm rebuild of an unchanged book runs no notebook at all.
+source, parameters, the ``analysis`` package source, and the files the page declares it
+reads), so a warm rebuild of an unchanged book runs no notebook at all.
+
+The pages are the notebooks of ``_toc.yml``, in its order. A page that reads other pages'
+results declares it in its notebook metadata, ``"registers": {"reads": ["results/*_claims.parquet"]}``
+(globs relative to the build folder); the runner hashes those files into the page's key.
+Where the weights, the feature cache and the results live reaches the kernel through the
+environment (``REGISTERS_WEIGHTS_DIR``, ``REGISTERS_CACHE``, ``REGISTERS_RESULTS``), so no path
+of this machine is written into a page.
 """
 
 from __future__ import annotations
@@ -19,15 +26,31 @@ import sys
 from pathlib import Path
 
 import nbformat
+import yaml
 
 from . import params as parameter_sets
-from .pages import PAGES
+from .features import DEFAULT_CACHE_ENV
+from .models import WEIGHTS_DIR_ENV
+from .report import RESULTS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
-#: Parameters every page takes from the runner, not from a parameter set.
-RUNNER_PARAMETERS = ("weights_dir", "cache_dir", "results_dir")
 KEY_FIELD = "registers_execution_key"
+
+
+def toc_pages(toc: Path = ROOT / "_toc.yml") -> list[str]:
+    """The executed pages (notebooks) of the book, in ``_toc.yml`` order."""
+    spec = yaml.safe_load(toc.read_text())
+    files = [spec["root"]] + [c["file"] for part in spec.get("parts", []) for c in part["chapters"]]
+    return [Path(f).name for f in files if (ROOT / f"{f}.ipynb").is_file()]
+
+
+PAGES = toc_pages()
+
+
+def page_reads(page: str) -> list[str]:
+    """The build-folder globs a page declares it reads (its notebook's ``registers.reads`` metadata)."""
+    return list(nbformat.read(notebook_path(page), as_version=4).metadata.get("registers", {}).get("reads", []))
 
 
 class ParameterError(ValueError):
@@ -79,18 +102,24 @@ def _package_hash() -> str:
     return digest.hexdigest()
 
 
-def execution_key(page: str, parameters: dict, results_dir: Path) -> str:
+def execution_key(page: str, parameters: dict, build_dir: Path, weights_dir: str | None = None) -> str:
     digest = hashlib.sha256()
     digest.update(notebook_path(page).read_bytes())
-    digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    digest.update(json.dumps([parameters, weights_dir], sort_keys=True, default=str).encode())
     digest.update(_package_hash().encode())
-    if page == "claims":  # reads the other pages' results
-        for path in sorted(results_dir.glob("*_claims.parquet")):
-            digest.update(path.read_bytes())
-    if page == "quality":  # reads the benchmark's tables
-        for path in sorted((results_dir.parent / "bench").glob("*.parquet")):
-            digest.update(path.read_bytes())
+    for pattern in page_reads(page):  # what the page reads from other pages (results, benchmark)
+        for path in sorted(build_dir.glob(pattern)):
+            digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def page_environment(build_dir: Path, weights_dir: str | None) -> dict[str, str]:
+    """Where the kernel finds weights and writes cache and results (inherited environment variables)."""
+    environment = {DEFAULT_CACHE_ENV: str(build_dir / "cache"), RESULTS_ENV: str(build_dir / "results")}
+    weights = weights_dir or os.environ.get(WEIGHTS_DIR_ENV)
+    if weights:
+        environment[WEIGHTS_DIR_ENV] = str(weights)
+    return environment
 
 
 def run_page(
@@ -108,15 +137,8 @@ def run_page(
 
     check_parameters(page, parameters)
     build_dir = Path(build_dir).resolve()
-    results_dir = build_dir / "results"
-    full = {
-        **parameters,
-        "weights_dir": weights_dir or os.environ.get("REGISTERS_WEIGHTS_DIR"),
-        "cache_dir": str(build_dir / "cache"),
-        "results_dir": str(results_dir),
-    }
     output = build_dir / "src" / "book" / f"{page}.ipynb"
-    key = execution_key(page, full, results_dir)
+    key = execution_key(page, parameters, build_dir, weights_dir)
     if not force and output.is_file():
         if nbformat.read(output, as_version=4).metadata.get(KEY_FIELD) == key:
             print(f"[{page}] unchanged, reusing {output}", flush=True)
@@ -124,9 +146,11 @@ def run_page(
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{page}.running.ipynb")
     print(f"[{page}] executing with {json.dumps(parameters, default=str)}", flush=True)
+    saved = {name: os.environ.get(name) for name in (DEFAULT_CACHE_ENV, RESULTS_ENV, WEIGHTS_DIR_ENV)}
+    os.environ.update(page_environment(build_dir, weights_dir))
     try:
         papermill.execute_notebook(
-            str(notebook_path(page)), str(tmp), parameters=full, kernel_name="python3",
+            str(notebook_path(page)), str(tmp), parameters=parameters, kernel_name="python3",
             cwd=str(ROOT), progress_bar=False,
         )
     except papermill.PapermillExecutionError as error:
@@ -140,10 +164,17 @@ def run_page(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     notebook = nbformat.read(tmp, as_version=4)
     notebook.metadata[KEY_FIELD] = key
-    for cell in notebook.cells:  # the defaults fold away; the injected values this run used stay visible
-        if "parameters" in cell.metadata.get("tags", []):
+    for cell in notebook.cells:  # the defaults fold away; the values this run used stay visible
+        if "parameters" in cell.metadata.get("tags", []) and any(
+                "injected-parameters" in c.metadata.get("tags", []) for c in notebook.cells):
             cell.metadata["tags"] = [*cell.metadata["tags"], "hide-cell"]
     nbformat.write(notebook, tmp)
     os.replace(tmp, output)
@@ -154,8 +185,9 @@ def stage_sources(build_dir: Path) -> Path:
     """Copy the book's configuration and Markdown pages next to the executed notebooks."""
     src = Path(build_dir).resolve() / "src"
     (src / "book").mkdir(parents=True, exist_ok=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(ROOT / name, src / name)
+    shutil.copy2(ROOT / "_toc.yml", src / "_toc.yml")
+    config = (ROOT / "_config.yml").read_text().replace("    - analysis.sphinx_guard\n", "")
+    (src / "_config.yml").write_text(config)  # the staged build is the real one: no guard
     for path in BOOK.iterdir():
         if path.suffix != ".ipynb" and path.is_file():
             target = src / "book" / path.name
@@ -190,10 +222,8 @@ def build_book(
     stage_sources(build_dir)
     for page in PAGES:
         page_parameters = dict(parameter_sets.SETS[chosen][page])
-        if page == "claims":
+        if "parameter_set" in declared_parameters(page):
             page_parameters["parameter_set"] = chosen
-        if page == "quality":
-            page_parameters["bench_dir"] = str(build_dir / "bench")
         for key, value in (overrides or {}).items():
             if key in declared_parameters(page):
                 page_parameters[key] = value
