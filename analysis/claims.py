@@ -340,7 +340,7 @@ def judge_redundancy(random_weights: bool, has_outliers: bool, auc: Interval, pi
         return _untestable("no high-norm patches in this model", rule)
     if pinned or math.isnan(auc.estimate):
         return Judgement(Verdict.INCONCLUSIVE, "confounded by position: the outliers sit at the same grid positions in "
-                         "every image, so no non-outlier patch at those positions exists to compare with", rule, auc)
+                         "(almost) every image, so no non-outlier patch at those positions exists to compare with", rule, auc)
     return _judge(auc, MIN_REDUNDANCY_AUC, rule, ".2f", name="AUC")
 
 

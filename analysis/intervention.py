@@ -151,3 +151,13 @@ def test_time_register(model: nn.Module, neurons: Sequence[RegisterNeuron]) -> I
         model.num_prefix_tokens = prefix
         for handle in handles:
             handle.remove()
+
+
+def choose_neurons(model: nn.Module, pixels: torch.Tensor, outlier_mask: torch.Tensor, batch_size: int = 8,
+                   top_k: int = 4) -> list[RegisterNeuron]:
+    """:func:`unit_contrast` over ``pixels`` ``(B, 3, H, W)`` with their outlier masks ``(B, Np)`` in
+    batches, then :func:`find_register_neurons`."""
+    device = next(model.parameters()).device
+    batches = ((pixels[i : i + batch_size].to(device), outlier_mask[i : i + batch_size])
+               for i in range(0, len(pixels), batch_size))
+    return find_register_neurons(unit_contrast(model, batches), top_k=top_k)

@@ -18,6 +18,9 @@ TINY = OFFLINE_MODEL
 
 COMMON_CI = {"image_source": "builtin", "n_images": 8, "resolution": 224, "seed": 0, "threshold": 150.0}
 COMMON_PAPER = {"image_source": "builtin", "n_images": 12, "resolution": 448, "seed": 0, "threshold": 150.0}
+#: Pages that draw their own (labelled or annotated) images take everything but the image sample.
+UNLABELLED_CI = {k: v for k, v in COMMON_CI.items() if k not in ("image_source", "n_images")}
+UNLABELLED_PAPER = {k: v for k, v in COMMON_PAPER.items() if k not in ("image_source", "n_images")}
 
 CI: dict[str, dict] = {
     "attention_maps": {
@@ -36,7 +39,7 @@ CI: dict[str, dict] = {
         **COMMON_CI,
         "models": ["random:vit_small_patch14_dinov2.lvd142m", "random:vit_small_patch14_reg4_dinov2.lvd142m"],
     },
-    "information_probes": {**COMMON_CI, "model": TINY, "labelled_source": "digits", "per_class": 20},
+    "information_probes": {**UNLABELLED_CI, "model": TINY, "labelled_source": "digits", "per_class": 20},
     "test_time_registers": {**COMMON_CI, "model": TINY},
     "object_discovery": {**COMMON_CI, "models": [TINY, f"random:{TINY}"], "n_discovery": 16},
     "claims": {},
@@ -79,8 +82,8 @@ PAPER: dict[str, dict] = {
         **COMMON_PAPER,
         "models": ["vit_giant_patch14_dinov2.lvd142m", "vit_giant_patch14_reg4_dinov2.lvd142m"],
     },
-    "information_probes": {**COMMON_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m", "labelled_source": "digits",
-                           "per_class": 50},
+    "information_probes": {**UNLABELLED_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m",
+                           "labelled_source": "digits", "per_class": 50},
     "test_time_registers": {**COMMON_PAPER, "model": "vit_large_patch14_dinov2.lvd142m"},
     "object_discovery": {**COMMON_PAPER, "resolution": 224, "n_discovery": 16,
                          "models": ["vit_small_patch16_224.dino", "vit_small_patch14_dinov2.lvd142m",
