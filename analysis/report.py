@@ -136,10 +136,11 @@ class Page:
         """Write ``<page>.parquet`` (the main table), ``<page>_<name>.parquet``, claims and controls."""
         for name, table in self.tables.items():
             write_parquet(table, self.folder / (f"{self.name}.parquet" if name == "main" else f"{self.name}_{name}.parquet"))
-        write_parquet(claims_frame(self.claims), self.folder / f"{self.name}_claims.parquet")
-        controls = pd.DataFrame([{"page": self.name, **c.__dict__} for c in self.controls],
-                                columns=["page", "model", "expectation", "measured", "passed"])
-        write_parquet(controls, self.folder / f"{self.name}_controls.parquet")
+        if self.claims or self.controls:  # only finding pages judge; the claims page reads these files
+            write_parquet(claims_frame(self.claims), self.folder / f"{self.name}_claims.parquet")
+            controls = pd.DataFrame([{"page": self.name, **c.__dict__} for c in self.controls],
+                                    columns=["page", "model", "expectation", "measured", "passed"])
+            write_parquet(controls, self.folder / f"{self.name}_controls.parquet")
         return self.folder
 
     def publish(self, **numbers: Any) -> None:

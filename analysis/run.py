@@ -188,6 +188,7 @@ def stage_sources(build_dir: Path) -> Path:
     shutil.copy2(ROOT / "_toc.yml", src / "_toc.yml")
     config = (ROOT / "_config.yml").read_text().replace("    - analysis.sphinx_guard\n", "")
     (src / "_config.yml").write_text(config)  # the staged build is the real one: no guard
+    shutil.copytree(BOOK / "_static", src / "_static", dirs_exist_ok=True)  # the site's stylesheet
     for path in BOOK.iterdir():
         if path.suffix != ".ipynb" and path.is_file():
             target = src / "book" / path.name
