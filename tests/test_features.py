@@ -69,7 +69,8 @@ def test_interrupted_write_leaves_no_entry_and_the_next_run_recovers(weights_dir
     assert list(tmp_path.iterdir()) == []  # neither an entry nor a temporary folder
     monkeypatch.setattr(pd.DataFrame, "to_parquet", original)
     result = features.extract(TINY, "builtin", 1, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
-    assert len(result.patches) == 196 and len(list(tmp_path.iterdir())) == 1
+    assert len(result.patches) == 196 and len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+    assert len(features.count_passes(tmp_path)) == 1  # the interrupted pass wrote nothing, so it is not counted
 
 
 def test_two_runs_give_identical_numbers(weights_dir, tmp_path):
@@ -116,3 +117,15 @@ def test_a_killed_run_leaves_no_entry_and_the_next_run_cleans_up(weights_dir, tm
     assert len(result.patches) == 196
     names = [p.name for p in tmp_path.iterdir()]
     assert len(names) == 1 and not names[0].startswith(".tmp-")  # the abandoned write was removed
+
+
+def test_kept_arrays_extend_an_entry_once(weights_dir, tmp_path):
+    """A page asking for output tokens after another page cached the reductions: one more pass, then none."""
+    first = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    assert first.arrays == {}
+    kept = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False,
+                            keep=("output",))
+    assert kept.arrays["output"].shape == (2, 197, 192)
+    again = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    assert "output" in again.arrays and len(features.count_passes(tmp_path)) == 2
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
