@@ -71,6 +71,12 @@ class Features:
     def grid(self) -> tuple[int, int]:
         return tuple(self.meta["grid"])
 
+    @property
+    def notes(self) -> list[str]:
+        """What happened to the input images: conversions (per image) and unreadable files skipped."""
+        converted = [note for image in self.meta["images"] for note in image.get("notes", [])]
+        return converted + [f"skipped {problem}" for problem in self.meta.get("skipped", [])]
+
     def patch_norms(self, layer: int = -1) -> pd.DataFrame:
         """Patch-token rows of one block (negative counts from the end)."""
         layer = layer + self.depth if layer < 0 else layer
@@ -253,14 +259,15 @@ def extract(
     unknown = set(keep) - set(ARRAYS)
     if unknown:
         raise ValueError(f"unknown array(s) to keep: {sorted(unknown)}; choose from {ARRAYS}")
-    records = image_source if isinstance(image_source, list) else images.list_images(image_source)
-    records = images.sample_images(records, n_images, seed)
+    candidates = image_source if isinstance(image_source, list) else images.list_images(image_source)
+    ordered = images.sample_order(candidates, n_images, seed)  # the sample first, then its replacements
+    images.check_resolution_value(resolution)
     provenance = models.resolve_weights(
         spec, weights_file=weights_file, weights_dir=weights_dir, seed=seed, allow_hub=allow_hub
     )
     architecture = models.build_architecture(provenance.model, resolution, device="meta")
     images.check_resolution(resolution, models.patch_size(architecture))
-    key = cache_key(provenance, spec, images.image_set_key(records), resolution, square)
+    key = cache_key(provenance, spec, f"{images.image_set_key(ordered)}:{n_images}", resolution, square)
     cache = Path(cache_dir or default_cache_dir())
     folder = cache / f"{provenance.model}-{'random-' if provenance.is_random else ''}{key}"
     if (folder / "meta.json").is_file():
@@ -269,6 +276,8 @@ def extract(
             return _read_entry(folder)
         keep = tuple(sorted(set(keep) | set(kept)))
 
+    sample = images.readable_sample(candidates, n_images, seed)  # unreadable files skipped and listed
+    records = sample.records
     target = resolve_device(device)
     model, provenance = models.load_model(
         spec, img_size=resolution, weights_file=weights_file, weights_dir=weights_dir, seed=seed, allow_hub=allow_hub
@@ -299,6 +308,7 @@ def extract(
         "num_registers": capture.num_prefix_tokens - 1,
         "embed_dim": model.embed_dim,
         "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label} for r in records],
+        "skipped": sample.skipped,
         "metric_version": metrics.METRIC_VERSION,
         "torch": torch.__version__,
         "device": str(target),
@@ -308,6 +318,6 @@ def extract(
     frames = {name: pd.concat(chunks, ignore_index=True) for name, chunks in parts.items()}
     arrays = {name: np.concatenate(chunks) for name, chunks in kept.items()}
     _write_entry(folder, frames, meta, arrays)
-    log_pass(cache, {"spec": spec, "images": images.image_set_key(records), "resolution": resolution,
+    log_pass(cache, {"spec": spec, "images": f"{images.image_set_key(ordered)}:{n_images}", "resolution": resolution,
                      "keep": sorted(keep), "square": square})
     return Features(**frames, meta=meta, arrays=arrays)

@@ -17,11 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 MIN_SIDE = 16  # smaller than one patch of any model here: nothing to measure
 MAX_PIXELS = 16_000 * 16_000  # larger images are refused before decoding
+#: Images whose shorter side exceeds this are decoded at reduced size where the format allows it
+#: (JPEG's DCT scaling through Pillow's ``draft``) and then resized to it: the models here read at most
+#: 1024 px, so the full-size decode would only cost memory (+300 MB for a 9000² photo).
+DECODE_SIDE = 1024
 
 
 class ImageError(ValueError):
@@ -91,6 +95,27 @@ class ImageRecord:
             return Image.fromarray(_digit(int(self.origin[7:]))).convert("RGB")
         return read_image_file(Path(self.origin), self.notes)
 
+    def problem(self) -> str | None:
+        """Why this image cannot be used (one line naming it), or None: opens and verifies, no full decode."""
+        if self.origin.startswith(("builtin:", "digits:")):
+            return None
+        path = Path(self.origin)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path) as image:
+                    width, height = image.size
+                    if width * height <= MAX_PIXELS:
+                        image.draft("RGB", (64, 64))  # JPEG decodes at 1/8 scale: cheap, still reads every byte
+                        image.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return f"{path}: not a readable image (corrupt or unknown format)"
+        if min(width, height) < MIN_SIDE:
+            return f"{path}: only {width}x{height} px (need {MIN_SIDE} px a side)"
+        if width * height > MAX_PIXELS:
+            return f"{path}: too large ({width}x{height} px)"
+        return None
+
     def fingerprint(self) -> str:
         """Content-free identity for cache keys: builtin name or file path + size + mtime."""
         if self.origin.startswith(("builtin:", "digits:")):
@@ -120,8 +145,15 @@ def to_rgb(image: Image.Image, name: str, notes: list[str]) -> Image.Image:
 
 
 def read_image_file(path: Path, notes: list[str] | None = None) -> Image.Image:
-    """Open and fully decode ``path`` as 8-bit RGB, or raise :class:`ImageError` naming it."""
+    """Open and decode ``path`` as 8-bit RGB, as a viewer shows it, or raise :class:`ImageError` naming it.
+
+    The EXIF orientation of phone photos is applied (and noted); images with a shorter side above
+    :data:`DECODE_SIDE` are decoded at reduced size where the format allows (and noted).
+    """
     notes = notes if notes is not None else []
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"image {path} is a folder, not an image file (pass it as an image folder instead)")
     if not path.is_file():
         raise ImageError(f"image {path} does not exist")
     try:
@@ -131,7 +163,19 @@ def read_image_file(path: Path, notes: list[str] | None = None) -> Image.Image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise ImageError(f"image {path} is too large ({width}x{height} px); downscale it first")
+                if min(width, height) > DECODE_SIDE:
+                    scale = DECODE_SIDE / min(width, height)
+                    image.draft("RGB", (int(width * scale), int(height * scale)))  # JPEG: decode at 1/2, 1/4, 1/8
+                    image.load()
+                    if min(image.size) > DECODE_SIDE:
+                        image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                                             Image.Resampling.BICUBIC, reducing_gap=2.0)
+                    notes.append(f"{path}: decoded at {image.size[0]}x{image.size[1]} px from {width}x{height} px")
                 image.load()
+                orientation = image.getexif().get(0x0112, 1)  # EXIF Orientation tag
+                if orientation not in (None, 1):
+                    image = ImageOps.exif_transpose(image)
+                    notes.append(f"{path}: EXIF orientation {orientation} applied (analysed as shown, not as stored)")
                 rgb = to_rgb(image, str(path), notes)
     except ImageError:
         raise
@@ -205,19 +249,70 @@ def list_images(source: str | Path) -> list[ImageRecord]:
     return [ImageRecord(str(p.relative_to(folder).with_suffix("")), str(p)) for p in files]
 
 
-def sample_images(records: list[ImageRecord], n: int | None, seed: int = 0) -> list[ImageRecord]:
-    """``n`` records drawn with ``seed`` (all of them when ``n`` is None or ≥ the count), kept in source order."""
-    if n is not None and n <= 0:
-        raise ImageError(f"number of images must be positive, got {n}")
+def sample_order(records: list[ImageRecord], n: int | None, seed: int = 0) -> list[ImageRecord]:
+    """Every record in the seeded order in which a sample of ``n`` draws them (source order for ``n=None``).
+
+    The first ``n`` are :func:`sample_images`; the rest are the replacements, in order, for images of the
+    sample that turn out unreadable.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+        raise ImageError(f"number of images must be a positive integer, got {n!r}")
     if n is None or n >= len(records):
         return list(records)
-    chosen = sorted(random.Random(seed).sample(range(len(records)), n))
-    return [records[i] for i in chosen]
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    return [records[i] for i in sorted(order[:n])] + [records[i] for i in order[n:]]
+
+
+def sample_images(records: list[ImageRecord], n: int | None, seed: int = 0) -> list[ImageRecord]:
+    """``n`` records drawn with ``seed`` (all of them when ``n`` is None or ≥ the count), kept in source order."""
+    ordered = sample_order(records, n, seed)
+    return ordered if n is None else ordered[:n]
+
+
+@dataclass
+class ImageSample:
+    """The images a pass used (source order) and the unreadable ones it skipped (``"path: why"``)."""
+
+    records: list[ImageRecord]
+    skipped: list[str]
+
+
+def readable_sample(records: list[ImageRecord], n: int | None, seed: int = 0) -> ImageSample:
+    """A seeded sample of ``n`` *readable* images: unreadable files are skipped, listed, and replaced by the
+    next image in the seeded order. Fails once, listing every bad file, when fewer than ``n`` remain.
+
+    Each candidate is opened and checked (not decoded in full) before it is used.
+    """
+    ordered = sample_order(records, n, seed)
+    wanted = len(ordered) if n is None else min(n, len(ordered))
+    good, skipped = [], []
+    for record in ordered:
+        if len(good) == wanted:
+            break
+        problem = record.problem()
+        if problem:
+            skipped.append(problem)
+        else:
+            good.append(record)
+    if len(ordered) == 1 and skipped:  # one image asked for by name: its own problem, plainly
+        raise ImageError(f"image {skipped[0]}")
+    if len(good) < wanted or not good:
+        raise ImageError(f"only {len(good)} of the {wanted} requested images are readable; unreadable: "
+                         + "; ".join(skipped))
+    position = {id(r): i for i, r in enumerate(records)}
+    return ImageSample(sorted(good, key=lambda r: position[id(r)]), skipped)
 
 
 def image_set_key(records: list[ImageRecord]) -> str:
     """Hash of an image set for cache keys."""
     return hashlib.sha256("\n".join(r.fingerprint() for r in records).encode()).hexdigest()[:16]
+
+
+def check_resolution_value(resolution: int) -> None:
+    """A resolution must be a positive whole number of pixels (checked before any model is built)."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
+        raise ImageError(f"resolution must be a positive whole number of pixels, e.g. 224, got {resolution!r}")
 
 
 def check_resolution(resolution: int, patch: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,20 +112,31 @@ class Provenance:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed model spec: timm name plus whether random weights were asked for."""
+    """A parsed model spec: timm name, whether random weights were asked for, and an explicit weight file.
+
+    ``"<name>"``, ``"random:<name>"``, or ``"<name>@<path>"`` (weights from that file).
+    """
 
     name: str
     random: bool = False
+    weights_file: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> "ModelSpec":
+        if not isinstance(spec, str) or not spec.strip():
+            raise ModelError(f"a model is a timm name such as 'vit_small_patch14_dinov2.lvd142m', got {spec!r}")
         spec = spec.strip()
         if spec.startswith(RANDOM_PREFIX):
             return cls(spec[len(RANDOM_PREFIX):], random=True)
-        return cls(spec)
+        name, at, path = spec.partition("@")
+        if at and not path:
+            raise ModelError(f"{spec!r}: after '@' comes the path of a weight file, e.g. {name}@weights.safetensors")
+        return cls(name, weights_file=path or None)
 
     def __str__(self) -> str:
-        return (RANDOM_PREFIX if self.random else "") + self.name
+        if self.random:
+            return RANDOM_PREFIX + self.name
+        return self.name + (f"@{self.weights_file}" if self.weights_file else "")
 
 
 def family_of(name: str) -> str:
@@ -144,11 +156,29 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: timm modules whose models the study can hook (the ViTs with a CLS token and plain blocks).
+VIT_MODULES = ("vision_transformer", "deit")
+
+
+def vit_names() -> list[str]:
+    """Every timm architecture the study accepts."""
+    return sorted({name for module in VIT_MODULES for name in timm.list_models(module=module)})
+
+
 def _check_known(name: str) -> None:
+    """Refuse, in one line, a name that is not a timm model or not a ViT the study can hook."""
+    import difflib
+
     architecture = name.split(".")[0]
-    if not timm.is_model(architecture):
-        close = timm.list_models(f"*{architecture.split('_')[0]}*")[:5]
-        raise ModelError(f"unknown timm model {name!r}; similar names: {', '.join(close) or 'none'}")
+    accepted = vit_names()
+    if architecture in accepted:
+        return
+    close = difflib.get_close_matches(architecture, accepted, n=5, cutoff=0.5)
+    similar = f"; similar ViT names: {', '.join(close)}" if close else ""
+    if timm.is_model(architecture):
+        raise ModelError(f"{name!r} is a timm model but not a Vision Transformer; the study needs a timm ViT "
+                         f"(timm.list_models(module='vision_transformer'), e.g. vit_small_patch14_dinov2.lvd142m){similar}")
+    raise ModelError(f"unknown timm model {name!r}{similar or '; see timm.list_models(module=' + repr(VIT_MODULES[0]) + ')'}")
 
 
 def build_architecture(name: str, img_size: int | None = None, device: str = "cpu") -> VisionTransformer:
@@ -182,15 +212,25 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsNotFoundError(f"weight file {path} does not exist")
     if path.suffix == ".safetensors":
-        return load_safetensors(str(path))
+        try:
+            return load_safetensors(str(path))
+        except Exception as error:  # safetensors raises SafetensorError (a Rust error) or OSError
+            raise WeightsMismatchError(
+                f"weight file {path} is not a readable safetensors file ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:120] if str(error) else 'no detail'}); it is corrupt, truncated or "
+                "another format under a .safetensors name"
+            ) from None
     if path.suffix in (".pth", ".pt", ".bin"):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises UnpicklingError or RuntimeError here
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            what = f" (it asks for the Python object {found.group(1)})" if found else ""
             raise UnsafeWeightsError(
-                f"refused to load {path}: it is not a plain tensor checkpoint "
-                f"(weights_only=True load failed: {str(error).splitlines()[0][:200]}). "
-                "Convert it to .safetensors on a machine you trust."
+                f"refused to load {path}: the file holds pickled Python code{what}, not just tensors, and loading it "
+                "could run that code. If you trust its source, convert it once to safetensors: "
+                "python -c \"import torch, safetensors.torch as s; "
+                f"s.save_file(torch.load('{path.name}', weights_only=False), '{path.stem}.safetensors')\""
             ) from None
         if not isinstance(state, dict):
             raise WeightsMismatchError(f"{path} holds a {type(state).__name__}, not a state dict")
@@ -218,7 +258,19 @@ def _load_checked(model: VisionTransformer, state: dict[str, torch.Tensor], orig
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors, e.g. {', '.join(unexpected[:3])}")
         raise WeightsMismatchError(f"{origin} does not hold weights of {name}: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
+    meta = any(t.is_meta for t in model.state_dict().values())
+    model.load_state_dict(state, strict=True, assign=meta)  # assign: the file's tensors become the parameters
+    if meta:
+        _materialise_buffers(model)
+
+
+def _materialise_buffers(model: VisionTransformer) -> None:
+    """Non-persistent buffers (e.g. RoPE tables) are not in a state dict: rebuild any left on the meta device."""
+    for module in model.modules():
+        for key, buffer in list(module._buffers.items()):
+            if buffer is not None and buffer.is_meta:
+                raise WeightsMismatchError(f"buffer {key} of {type(module).__name__} is not in the weight file and "
+                                           "cannot be rebuilt; load this model without the meta device")
 
 
 def _hub_cached_only() -> bool:
@@ -272,6 +324,7 @@ def resolve_weights(
     _check_known(name)
     if spec.random:
         return Provenance(name, "random", "", "", seed)
+    weights_file = weights_file or spec.weights_file
     if weights_file:
         path = Path(weights_file)
         if not path.is_file():
@@ -285,6 +338,11 @@ def resolve_weights(
         raise WeightsNotFoundError(f"no pretrained weights for {name}. Looked in: {where}. {fetch_instructions(name)}")
     cfg = timm.models.get_pretrained_cfg(name)
     hub_id = getattr(cfg, "hf_hub_id", None) or name
+    if _hub_cached_only() and not _in_hf_cache(name):
+        where = "; ".join(looked) if looked else f"no local weights folder given (parameter or ${WEIGHTS_DIR_ENV})"
+        raise WeightsNotFoundError(f"no pretrained weights for {name}. Looked in: {where}; the Hugging Face cache "
+                                   f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}, so the hub is not asked). "
+                                   f"{fetch_instructions(name)}")
     source = "hf-cache" if _hub_cached_only() else "hub"
     return Provenance(name, source, f"{hub_id} (timm {timm.__version__})", "")
 
@@ -308,7 +366,7 @@ def load_model(
         torch.manual_seed(seed)
         return build_architecture(name, img_size), provenance
     if provenance.source in ("file", "folder"):
-        model = build_architecture(name, img_size)
+        model = build_architecture(name, img_size, device="meta")  # structure only: no memory, no init
         _load_checked(model, load_state_dict_file(Path(provenance.location)), provenance.location, name)
         return model, provenance
     try:
@@ -325,18 +383,12 @@ def load_model(
     return model, provenance
 
 
-def weights_available(spec: str, weights_dir: str | Path | None = None) -> bool:
-    """True when ``spec`` resolves without the network (random specs always do)."""
-    parsed = ModelSpec.parse(spec)
-    if parsed.random:
-        return True
-    for folder in weights_dirs(weights_dir):
-        if any((folder / f"{parsed.name}{suffix}").is_file() for suffix in (".safetensors", ".pth", ".pt")):
-            return True
+def _in_hf_cache(name: str) -> bool:
+    """Are ``name``'s timm weights in the local Hugging Face cache?"""
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        cfg = timm.models.get_pretrained_cfg(parsed.name)
+        cfg = timm.models.get_pretrained_cfg(name)
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
         if hub_id:
             for filename in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin"):
@@ -345,6 +397,19 @@ def weights_available(spec: str, weights_dir: str | Path | None = None) -> bool:
     except Exception:
         return False
     return False
+
+
+def weights_available(spec: str, weights_dir: str | Path | None = None) -> bool:
+    """True when ``spec`` resolves without the network (random specs always do)."""
+    parsed = ModelSpec.parse(spec)
+    if parsed.random:
+        return True
+    if parsed.weights_file:
+        return Path(parsed.weights_file).is_file()
+    for folder in weights_dirs(weights_dir):
+        if any((folder / f"{parsed.name}{suffix}").is_file() for suffix in (".safetensors", ".pth", ".pt")):
+            return True
+    return _in_hf_cache(parsed.name)
 
 
 def save_weights(name: str, folder: str | Path) -> Path:

@@ -74,7 +74,7 @@ def weights_markdown(provenances: Iterable[Provenance], notes: Iterable[str] = (
     provenances = list(provenances)
     items = "\n".join(f"- {p.label()}" for p in provenances)
     notes = sorted(set(notes))
-    note_text = ("\n\nImage conversions: " + "; ".join(notes) + ".") if notes else ""
+    note_text = ("\n\nImages: " + "; ".join(notes) + ".") if notes else ""
     if any(p.is_random for p in provenances):
         return ("```{admonition} Weights of this run (includes random initialisation)\n:class: danger\n"
                 "Models marked RANDOM INIT are **not pretrained**: they are negative controls, never evidence "
@@ -124,13 +124,12 @@ class Page:
     def headline(self) -> str:
         return headline([c.verdict for c in self.claims])
 
-    def uses(self, provenances: Iterable[Provenance], images: Iterable[dict] = ()) -> None:
-        """Record the weights and the images (their conversion notes) this page's numbers rest on."""
+    def uses(self, provenances: Iterable[Provenance], notes: Iterable[str] = ()) -> None:
+        """Record the weights and the image notes (conversions, skipped files) this page's numbers rest on."""
         for provenance in provenances:
             if provenance not in self.provenances:
                 self.provenances.append(provenance)
-        for image in images:
-            self.notes += list(image.get("notes", []))
+        self.notes += [note for note in notes if note not in self.notes]
 
     def save(self) -> Path:
         """Write ``<page>.parquet`` (the main table), ``<page>_<name>.parquet``, claims and controls."""

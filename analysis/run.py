@@ -17,6 +17,7 @@ of this machine is written into a page.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -71,17 +72,61 @@ def declared_parameters(page: str) -> dict[str, dict]:
     return papermill.inspect_notebook(str(notebook_path(page)))
 
 
-def check_parameters(page: str, parameters: dict) -> None:
+def _default(declared: dict) -> object:
+    try:
+        return ast.literal_eval(declared["default"])
+    except (ValueError, SyntaxError):
+        return None
+
+
+def check_type(name: str, value, default):
+    """``value`` converted to the type of the notebook's ``default``, or a :class:`ParameterError` with an example.
+
+    A plain string where a list is expected becomes a one-element list (``-p models vit_...``); a string that
+    starts like a JSON list but does not parse is refused. ``None`` defaults take a string or None.
+    """
+    example = {list: f"-p {name} '[\"a\", \"b\"]'", bool: f"-p {name} true", int: f"-p {name} 12",
+               float: f"-p {name} 0.5", str: f"-p {name} text"}
+    if default is None or value is None:
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        raise ParameterError(f"{name} must be a text value or null, got {value!r}")
+    expected = type(default)
+    if expected is list:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [value]
+        if isinstance(value, list):
+            return value
+        raise ParameterError(f"{name} must be a JSON list, e.g. {example[list]}, got {value!r}")
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, expected):
+        return value
+    raise ParameterError(f"{name} must be {'an' if expected is int else 'a'} {expected.__name__}, "
+                         f"e.g. {example.get(expected, name)}, got {value!r}")
+
+
+def check_parameters(page: str, parameters: dict) -> dict:
+    """The parameters, each checked against (and converted to) the type of the notebook's default."""
     declared = declared_parameters(page)
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise ParameterError(
             f"page {page!r} has no parameter {', '.join(map(repr, unknown))}; it takes: {', '.join(sorted(declared))}"
         )
+    parameters = {name: check_type(name, value, _default(declared[name])) for name, value in parameters.items()}
     if "threshold" in parameters:
         value = parameters["threshold"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ParameterError(f"threshold must be a positive number (the paper uses 150), got {value!r}")
+    return parameters
 
 
 def parse_value(text: str):
@@ -115,11 +160,38 @@ def execution_key(page: str, parameters: dict, build_dir: Path, weights_dir: str
 
 def page_environment(build_dir: Path, weights_dir: str | None) -> dict[str, str]:
     """Where the kernel finds weights and writes cache and results (inherited environment variables)."""
-    environment = {DEFAULT_CACHE_ENV: str(build_dir / "cache"), RESULTS_ENV: str(build_dir / "results")}
+    environment = {DEFAULT_CACHE_ENV: str(build_dir / "cache"), RESULTS_ENV: str(build_dir / "results"),
+                   # the kernel's connection file goes where the next run can find it if this one is killed
+                   "JUPYTER_RUNTIME_DIR": str(build_dir / "runtime" / str(os.getpid()))}
     weights = weights_dir or os.environ.get(WEIGHTS_DIR_ENV)
     if weights:
         environment[WEIGHTS_DIR_ENV] = str(weights)
     return environment
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned_runs(build_dir: Path) -> list[Path]:
+    """Delete the temporary notebooks and kernel runtime folders of runs whose process is gone."""
+    removed = []
+    for stale in (build_dir / "src" / "book").glob(".*.running.ipynb"):
+        pid = stale.name.split(".")[-3]
+        if not pid.isdigit() or not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    for stale in (build_dir / "runtime").glob("*"):
+        if stale.name.isdigit() and not _alive(int(stale.name)):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+    return removed
 
 
 def run_page(
@@ -135,7 +207,7 @@ def run_page(
     """
     import papermill
 
-    check_parameters(page, parameters)
+    parameters = check_parameters(page, parameters)
     build_dir = Path(build_dir).resolve()
     output = build_dir / "src" / "book" / f"{page}.ipynb"
     key = execution_key(page, parameters, build_dir, weights_dir)
@@ -144,9 +216,10 @@ def run_page(
             print(f"[{page}] unchanged, reusing {output}", flush=True)
             return output
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{page}.running.ipynb")
+    remove_abandoned_runs(build_dir)
+    tmp = output.with_name(f".{page}.{os.getpid()}.running.ipynb")
     print(f"[{page}] executing with {json.dumps(parameters, default=str)}", flush=True)
-    saved = {name: os.environ.get(name) for name in (DEFAULT_CACHE_ENV, RESULTS_ENV, WEIGHTS_DIR_ENV)}
+    saved = {name: os.environ.get(name) for name in (DEFAULT_CACHE_ENV, RESULTS_ENV, WEIGHTS_DIR_ENV, "JUPYTER_RUNTIME_DIR")}
     os.environ.update(page_environment(build_dir, weights_dir))
     try:
         papermill.execute_notebook(

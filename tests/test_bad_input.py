@@ -7,8 +7,11 @@ Each case builds its input under ``tmp_path`` and calls the public entry point a
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -88,23 +91,56 @@ class RunsCode:
 
 def executable_pickle(tmp_path):
     path = tmp_path / "evil.pth"
-    path.write_bytes(pickle.dumps({"blocks.0.attn.qkv.weight": RunsCode()}))
+    path.write_bytes(pickle.dumps({"blocks.0.attn.qkv.weight": RunsCode()}, protocol=2))  # torch names the global
     return dict(weights_file=str(path))
+
+
+def resnet(tmp_path):
+    return dict(spec="resnet18")
+
+
+def negative_resolution(tmp_path):
+    return dict(resolution=-224)
+
+
+def corrupt_safetensors(tmp_path):
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(b"this is not a safetensors header at all")
+    return dict(weights_file=str(path))
+
+
+def weights_by_name_at_path(tmp_path):
+    path = tmp_path / "elsewhere.safetensors"
+    path.write_bytes(b"\x00" * 16)
+    return dict(spec=f"{TINY}@{path}")
+
+
+def folder_named_like_an_image(tmp_path):
+    (tmp_path / "photo.jpg").mkdir()
+    (tmp_path / "photo.jpg" / "inner.txt").write_text("not an image")
+    return dict(image_source=str(tmp_path / "photo.jpg"))
 
 
 #: case id -> (setup, error type, message pattern); setups may take tmp_path, monkeypatch, weights_dir.
 ERRORS = {
-    "corrupt image": (corrupt, ImageError, r"broken\.jpg is not a readable image"),
-    "truncated image": (truncated, ImageError, r"whole\.jpg could not be decoded .*truncated"),
-    "1x1 image": (one_pixel, ImageError, r"dot\.png is only 1x1 px; need at least 16 px"),
-    "very large image": (very_large, ImageError, r"huge\.png is too large .*downscale it first"),
+    "corrupt image in a folder": (corrupt, ImageError,
+                                  r"only 1 of the 2 requested images are readable; unreadable: .*broken\.jpg: not a readable image"),
+    "truncated image": (truncated, ImageError, r"image .*whole\.jpg: not a readable image"),
+    "1x1 image": (one_pixel, ImageError, r"image .*dot\.png: only 1x1 px \(need 16 px a side\)"),
+    "very large image": (very_large, ImageError, r"image .*huge\.png: too large \(200x200 px\)"),
     "empty folder": (empty_folder, ImageError, r"empty holds no images"),
     "missing folder": (missing_folder, ImageError, r"no-such-folder does not exist \(use 'builtin'"),
-    "unknown model": (unknown_model, ModelError, r"unknown timm model 'vit_imaginary_patch16_224'"),
+    "unknown model": (unknown_model, ModelError, r"unknown timm model 'vit_imaginary_patch16_224'; similar ViT names: vit_"),
+    "not a ViT": (resnet, ModelError, r"'resnet18' is a timm model but not a Vision Transformer; the study needs a timm ViT"),
     "resolution not a multiple of the patch": (bad_resolution, ImageError, r"resolution 230 px is not a positive multiple of the patch size 16"),
+    "negative resolution": (negative_resolution, ImageError, r"resolution must be a positive whole number of pixels, e\.g\. 224, got -224"),
     "weights missing offline": (weights_missing, WeightsNotFoundError, rf"no pretrained weights for {SMALL}\. Looked in: .*python -m analysis fetch"),
     "weight file of another model": (other_models_weights, WeightsMismatchError, rf"does not hold weights of {SMALL}: \d+ tensors of the wrong shape"),
-    "pickle that runs code": (executable_pickle, UnsafeWeightsError, r"refused to load .*evil\.pth.*Convert it to \.safetensors"),
+    "pickle that runs code": (executable_pickle, UnsafeWeightsError,
+                              r"refused to load .*evil\.pth: the file holds pickled Python code \(it asks for the Python object [\w.]*print\).*convert it once to safetensors"),
+    "corrupt safetensors file": (corrupt_safetensors, WeightsMismatchError, r"weight file .*broken\.safetensors is not a readable safetensors file"),
+    "name@path weight file": (weights_by_name_at_path, WeightsMismatchError, r"elsewhere\.safetensors is not a readable safetensors file"),
+    "folder named like an image": (folder_named_like_an_image, ImageError, r"photo\.jpg holds no images"),
 }
 
 
@@ -174,3 +210,78 @@ def test_a_failing_notebook_names_its_cell_and_publishes_nothing(tmp_path, weigh
     assert not (tmp_path / "src" / "book" / "layer_dependence.ipynb").exists()
     assert (tmp_path / "failed" / "layer_dependence.ipynb").is_file()
     assert not list((tmp_path / "src" / "book").glob(".*running*"))
+
+
+def test_phone_photo_is_analysed_as_shown(tmp_path, weights_dir):
+    """A JPEG stored landscape with EXIF orientation 6 (rotate 90°) is a portrait photo."""
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (60, 100, 3), dtype=np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(folder / "portrait.jpg", exif=exif)
+    record = images.list_images(folder)[0]
+    assert record.load().size == (60, 100)  # width x height as shown, not (100, 60) as stored
+    assert "EXIF orientation 6 applied" in record.notes[0]
+    result = features.extract(TINY, str(folder), None, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False)
+    assert any("EXIF orientation 6" in note for note in result.notes)
+
+
+def test_large_jpeg_is_decoded_at_reduced_size_with_a_note(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.random.default_rng(4).integers(0, 255, (2400, 3600, 3), dtype=np.uint8)).save(path, quality=80)
+    notes = []
+    decoded = images.read_image_file(path, notes)
+    assert min(decoded.size) == images.DECODE_SIDE and decoded.size[0] > decoded.size[1]
+    assert "decoded at" in notes[0] and "from 3600x2400 px" in notes[0]
+
+
+def test_bad_files_in_a_folder_are_skipped_listed_and_replaced(tmp_path, weights_dir):
+    folder = photo_folder(tmp_path, "a.png")
+    photo_folder(tmp_path, "b.png")
+    photo_folder(tmp_path, "c.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (folder / "empty.png").write_bytes(b"")
+    result = features.extract(TINY, str(folder), 3, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False)
+    assert sorted(i["image_id"] for i in result.meta["images"]) == ["a", "b", "c"]
+    assert len(result.meta["skipped"]) == 2 and any("broken.jpg" in s for s in result.meta["skipped"])
+    assert sum(note.startswith("skipped ") for note in result.notes) == 2
+
+
+def test_a_directory_named_like_an_image_is_called_a_folder(tmp_path):
+    (tmp_path / "photo.jpg").mkdir()
+    with pytest.raises(ImageError, match=r"photo\.jpg is a folder, not an image file"):
+        images.read_image_file(tmp_path / "photo.jpg")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("vit_tiny_patch16_224.augreg_in21k_ft_in1k", ["vit_tiny_patch16_224.augreg_in21k_ft_in1k"]),  # a bare name
+    (["a", "b"], ["a", "b"]),
+])
+def test_a_string_where_a_list_is_expected_is_a_one_element_list(value, expected):
+    assert run.check_parameters("norm_histogram", {"models": value})["models"] == expected
+
+
+@pytest.mark.parametrize("key, text, pattern", [
+    ("models", '["vit_tiny_patch16_224', r"models must be a JSON list, e\.g\. -p models '\[\"a\", \"b\"\]', got '\[\"vit_tiny"),
+    ("n_images", "4,", r"n_images must be an int, e\.g\. -p n_images 12, got '4,'"),
+    ("adaptive", "yes", r"adaptive must be a bool, e\.g\. -p adaptive true, got 'yes'"),
+    ("resolution", "224.5", r"resolution must be an int, e\.g\. -p resolution 12, got 224\.5"),
+])
+def test_malformed_values_are_refused_with_the_expected_type(key, text, pattern):
+    with pytest.raises(run.ParameterError, match=pattern):
+        run.check_parameters("norm_histogram", {key: run.parse_value(text)})
+
+
+def test_a_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    book = tmp_path / "src" / "book"
+    book.mkdir(parents=True)
+    (book / f".norm_histogram.{pid}.running.ipynb").write_text("{}")
+    (book / f".norm_histogram.{os.getpid()}.running.ipynb").write_text("{}")  # this process: still running
+    (tmp_path / "runtime" / str(pid)).mkdir(parents=True)
+    (tmp_path / "runtime" / str(pid) / "kernel-1.json").write_text("{}")
+    removed = run.remove_abandoned_runs(tmp_path)
+    assert len(removed) == 2 and not (tmp_path / "runtime" / str(pid)).exists()
+    assert (book / f".norm_histogram.{os.getpid()}.running.ipynb").exists()

@@ -175,4 +175,4 @@ def test_random_weights_block_is_a_titled_admonition():
 
     text = weights_markdown([Provenance("m", "random", "", "", 0)], ["x: L image converted to RGB"])
     assert text.startswith("```{admonition} Weights of this run (includes random initialisation)\n:class: danger\n")
-    assert "negative controls" in text and "Image conversions: x: L image converted to RGB" in text
+    assert "negative controls" in text and "Images: x: L image converted to RGB" in text

@@ -44,7 +44,7 @@ def test_missing_weights_offline_name_model_places_and_fix(tmp_path, monkeypatch
     message = str(error.value)
     assert SMALL in message
     assert str(tmp_path / f"{SMALL}.safetensors") in message
-    assert "Hugging Face cache/hub" in message and "HF_HUB_OFFLINE=1" in message
+    assert "Hugging Face cache" in message and "HF_HUB_OFFLINE=1" in message
     assert "python -m analysis fetch" in message and "random:" in message
 
 
@@ -95,7 +95,7 @@ def test_unknown_model_name():
 
 
 def test_non_vit_is_refused():
-    with pytest.raises(models.ModelError, match="not a timm VisionTransformer"):
+    with pytest.raises(models.ModelError, match="is a timm model but not a Vision Transformer"):
         models.build_architecture("resnet18")
 
 

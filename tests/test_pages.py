@@ -133,9 +133,10 @@ def test_unknown_parameter_is_refused_with_the_known_ones():
         run.check_parameters("norm_histogram", {"n_imgs": 3})
 
 
-@pytest.mark.parametrize("bad", [0, -5, "high", True])
-def test_threshold_must_be_positive(bad):
-    with pytest.raises(run.ParameterError, match="threshold must be a positive number"):
+@pytest.mark.parametrize("bad, message", [(0, "a positive number"), (-5, "a positive number"), ("high", "a float"),
+                                          (True, "a float")])
+def test_threshold_must_be_a_positive_number(bad, message):
+    with pytest.raises(run.ParameterError, match=f"threshold must be {message}"):
         run.check_parameters("norm_histogram", {"threshold": bad})
 
 
