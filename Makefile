@@ -10,7 +10,9 @@ export REGISTERS_WEIGHTS_DIR ?= $(WEIGHTS_DIR)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test bench env clean
+OFFLINE_MODEL := vit_tiny_patch16_224.augreg_in21k_ft_in1k
+
+.PHONY: book test bench env clean weights
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +30,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m analysis bench $(BENCH_ARGS)
+
+# (connected machine) the study's offline model into WEIGHTS_DIR, e.g. for the GitHub workflow
+weights: $(STAMP)
+	$(PY) -m analysis fetch $(OFFLINE_MODEL) --to $(WEIGHTS_DIR)
 
 clean:
 	rm -rf _build

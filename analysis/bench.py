@@ -43,17 +43,30 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def capture_overhead(spec: str = models.OFFLINE_MODEL, batch: int = 8, resolution: int = 224, repeats: int = 7) -> dict:
-    """Median time of the hooked capture over a bare ``forward_features`` (same model, same batch)."""
+def _synchronised(device: torch.device):
+    """A barrier so that GPU work is inside the timed interval (a no-op on the CPU)."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def capture_overhead(spec: str = models.OFFLINE_MODEL, batch: int = 8, resolution: int = 224, repeats: int = 7,
+                     device: str = "cpu") -> dict:
+    """Median time of the hooked capture over a bare ``forward_features`` (same model, same batch, same device)."""
+    from .features import resolve_device
+
+    target = resolve_device(device)
+    sync = _synchronised(target)
     model, _ = models.load_model(spec, img_size=resolution)
-    images = torch.randn(batch, 3, resolution, resolution)
+    model = model.to(target)
+    images = torch.randn(batch, 3, resolution, resolution, device=target)
 
     def bare():
         with torch.inference_mode():
             model.forward_features(images)
+        sync()
 
     def hooked():
         hooks.capture_tokens(model, images, attention_blocks=(-1,))
+        sync()
 
     bare(), hooked()  # warm-up: allocator, kernels
     bare_times, hooked_times = [], []
@@ -62,8 +75,9 @@ def capture_overhead(spec: str = models.OFFLINE_MODEL, batch: int = 8, resolutio
         hooked_times.append(_median_time(hooked, 1))
     ratio = statistics.median(hooked_times) / statistics.median(bare_times)
     return {"metric": "capture_overhead", "value": ratio, "unit": "x",
-            "detail": f"{spec}, batch {batch} @ {resolution}px: hooked {statistics.median(hooked_times):.3f}s "
-                      f"vs bare {statistics.median(bare_times):.3f}s (median of {repeats})"}
+            "detail": f"{spec} on {target.type}, batch {batch} @ {resolution}px: hooked "
+                      f"{statistics.median(hooked_times):.4f}s vs bare {statistics.median(bare_times):.4f}s "
+                      f"(median of {repeats})"}
 
 
 def _photo_folder(folder: Path, count: int, seed: int = 0) -> Path:
@@ -140,17 +154,36 @@ def _mega_params(name: str, resolution: int) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def throughput(specs: list[str], resolution: int, n_images: int = 2) -> pd.DataFrame:
-    """Images/s of one hooked pass per model (random weights: same compute as the pretrained ones)."""
+def throughput(specs: list[str], resolution: int, n_images: int = 2, device: str = "cpu",
+               repeats: int = 1) -> pd.DataFrame:
+    """Images/s of one hooked pass and of a bare ``forward_features`` per model (random weights: same compute)."""
+    from .features import resolve_device
+
+    target = resolve_device(device)
+    sync = _synchronised(target)
     rows = []
     for spec in specs:
         name = models.ModelSpec.parse(spec).name
         model, _ = models.load_model(f"random:{name}", img_size=resolution)
-        images = torch.randn(n_images, 3, resolution, resolution)
+        model = model.to(target)
+        images = torch.randn(n_images, 3, resolution, resolution, device=target)
         hooks.capture_tokens(model, images[:1])  # warm-up
-        seconds = _median_time(lambda: hooks.capture_tokens(model, images), 1)
-        rows.append({"model": name, "resolution": resolution, "params_m": _mega_params(name, resolution),
-                     "tokens": _token_count(name, resolution), "images_per_s": n_images / seconds, "measured": True})
+        sync()
+
+        def hooked():
+            hooks.capture_tokens(model, images)
+            sync()
+
+        def bare():
+            with torch.inference_mode():
+                model.forward_features(images)
+            sync()
+
+        seconds, bare_seconds = _median_time(hooked, repeats), _median_time(bare, repeats)
+        rows.append({"model": name, "resolution": resolution, "device": target.type,
+                     "params_m": _mega_params(name, resolution), "tokens": _token_count(name, resolution),
+                     "images_per_s": n_images / seconds, "bare_images_per_s": n_images / bare_seconds,
+                     "measured": True})
         del model
     return pd.DataFrame(rows)
 
@@ -178,23 +211,90 @@ def projected_paper_time(measured: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def dry_run(spec: str, resolution: int = 448, n_images: int = 2, device: str = "cpu",
+            cache_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every page's building blocks on ``spec`` at full size with random weights: seconds, peak RSS and peak
+    GPU memory per stage. The weights' own size is the reference for the memory target (peak ≤ 2× weights
+    plus one batch's activations)."""
+    import gc
+
+    from . import discovery, findings, images, intervention, probes
+    from .features import extract, resolve_device
+
+    target = resolve_device(device)
+    name = models.ModelSpec.parse(spec).name
+    weights_mib = _mega_params(name, resolution) * 4  # float32
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(cache_dir or tmp)
+        records = images.list_images("builtin")[:n_images]
+
+        def stage(label, work):
+            if target.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            result = work()
+            _synchronised(target)()
+            rows.append({"model": name, "stage": label, "seconds": time.perf_counter() - start,
+                         "peak_rss_mib": _peak_rss_mib(), "weights_mib": weights_mib, "device": target.type,
+                         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if target.type == "cuda" else 0.0})
+            return result
+
+        random_spec = f"random:{name}"
+        feats = stage("norms, attention (norm histogram, attention maps, layer, redundancy, census)",
+                      lambda: extract(random_spec, records, None, resolution, cache_dir=cache, device=device,
+                                      batch_size=n_images, progress=False, keep=("output",)))
+        norms = findings.block_norms(feats)
+        stage("layer onset interval", lambda: findings.onset_interval(norms, n_resamples=99))
+        high = norms[:, -1] > np.quantile(norms[:, -1], 0.98)  # a stand-in mask: random weights have no outliers
+        prefix, patch = feats.meta["num_prefix_tokens"], feats.meta["patch_size"]
+        model, _ = stage("load the model again (test-time register)", lambda: models.load_model(random_spec,
+                                                                                             img_size=resolution))
+        model = model.to(target)
+        pixels = images.pixel_batch(records, model, resolution)
+        neurons = stage("register units (streamed)", lambda: intervention.choose_neurons(
+            model, pixels, torch.from_numpy(high), batch_size=n_images))
+
+        def moved():
+            with intervention.test_time_register(model, neurons):
+                return hooks.capture_batches(model, pixels, n_images, keep_keys=True)
+
+        capture = stage("test-time register pass", moved)
+        stage("LOST on keys", lambda: discovery.find_boxes(capture.keys[:, prefix + 1:].numpy(), capture.grid, patch,
+                                                         [(1.0, 1.0)] * n_images))
+        stage("local probes", lambda: probes.local_information(
+            feats.arrays["output"][:, prefix:], probes.patch_pixels(pixels.numpy(), patch), np.array([0]),
+            np.array([1]), capture.grid[1]))
+        del model
+        gc.collect()
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis bench")
     parser.add_argument("--quick", action="store_true", help="small models only, fewer images (CI)")
     parser.add_argument("--out", default=str(BENCH_DIR))
     parser.add_argument("--weights-dir", default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     args = parser.parse_args(argv)
     import os
 
     weights_dir = args.weights_dir or os.environ.get(models.WEIGHTS_DIR_ENV)
     out = Path(args.out)
     rebuild, passes = rebuild_ratio(weights_dir)
-    ratios = [capture_overhead(), rss_ratio(2 if args.quick else 4, weights_dir), rebuild]
+    ratios = [capture_overhead(device=args.device), rss_ratio(2 if args.quick else 4, weights_dir), rebuild]
     frame = pd.DataFrame(ratios)
     frame["target"] = frame.metric.map(TARGETS)
     frame["passed"] = frame.value <= frame.target
     sizes = models.FAMILIES["dinov2"][: 2 if args.quick else 4]
-    measured = throughput(sizes, PAPER["norm_histogram"]["resolution"], n_images=1 if args.quick else 2)
+    measured = throughput(sizes, PAPER["norm_histogram"]["resolution"], n_images=1 if args.quick else 2,
+                          device=args.device)
     projection = projected_paper_time(measured)
     write_parquet(frame, out / "ratios.parquet")
     write_parquet(projection, out / "throughput.parquet")
@@ -205,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     print(frame.to_string(index=False))
     print(projection.to_string(index=False))
     print(f"projected model time of the paper set: {projection.seconds.sum() / 60:.1f} min")
+    if not args.quick:  # the paper set's largest models at full size, random weights, every page's blocks
+        runs = pd.concat([dry_run(spec, PAPER["norm_histogram"]["resolution"], 2, args.device)
+                          for spec in ("vit_giant_patch14_dinov2.lvd142m", "vit_giant_patch14_reg4_dinov2.lvd142m")])
+        write_parquet(runs, out / "dry_run.parquet")
+        print(runs.to_string(index=False))
     return 0 if frame.passed.all() else 1
 
 

@@ -190,6 +190,11 @@ def _untestable(reason: str, rule: str = "") -> Judgement:
     return Judgement(Verdict.NOT_TESTABLE, reason, rule)
 
 
+def not_applicable(model: str, what: str = "a CLS token") -> Judgement:
+    """A claim about something the model does not have (e.g. CLS attention in SigLIP)."""
+    return Judgement(Verdict.NOT_TESTABLE, f"not applicable: {model} has no {what}", "")
+
+
 # ---------------------------------------------------------------------------------------------
 # Negative controls (random-init twins).
 

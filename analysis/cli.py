@@ -47,11 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("model")
     fetch.add_argument("--to", required=True, help="target folder")
 
+    fetch_images = commands.add_parser("fetch-images", help="(connected machine) save a labelled image set")
+    fetch_images.add_argument("dataset", choices=["imagenette"])
+    fetch_images.add_argument("--to", required=True, help="target folder (one sub-folder per class)")
+    fetch_images.add_argument("--split", default="val", choices=["train", "val"])
+
     show = commands.add_parser("params", help="print a parameter set")
     show.add_argument("--set", default="ci", choices=list(parameter_sets.SETS))
 
     bench = commands.add_parser("bench", help="measure the benchmark ratios (see the book's appendix)")
     bench.add_argument("--quick", action="store_true", help="small models and few images (minutes; CI)")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda or auto (hooked vs bare throughput there)")
 
     args = parser.parse_args(argv)
     try:
@@ -67,12 +73,17 @@ def main(argv: list[str] | None = None) -> int:
             from .models import save_weights
 
             print(save_weights(args.model, args.to))
+        elif args.command == "fetch-images":
+            from .images import save_imagenette
+
+            print(save_imagenette(args.to, args.split))
         elif args.command == "params":
             print(json.dumps(parameter_sets.SETS[args.set], indent=1))
         elif args.command == "bench":
             from .bench import main as bench_main
 
-            return bench_main((["--quick"] if args.quick else []) + ["--out", str(Path(args.build_dir) / "bench")]
+            return bench_main((["--quick"] if args.quick else []) + ["--device", args.device]
+                              + ["--out", str(Path(args.build_dir) / "bench")]
                               + (["--weights-dir", args.weights_dir] if args.weights_dir else []))
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)

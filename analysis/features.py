@@ -99,9 +99,9 @@ def cache_key(provenance: models.Provenance, spec: str, image_key: str, resoluti
 
 
 def _token_layout(num_prefix: int, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-token ``kind``, ``row``, ``col`` arrays for ``num_prefix + h*w`` tokens."""
+    """Per-token ``kind``, ``row``, ``col`` arrays for ``num_prefix + h*w`` tokens (CLS first when there is one)."""
     h, w = grid
-    kinds = np.array(["cls"] + ["register"] * (num_prefix - 1) + ["patch"] * (h * w))
+    kinds = np.array((["cls"] + ["register"] * (num_prefix - 1) if num_prefix else []) + ["patch"] * (h * w))
     rows = np.concatenate([np.full(num_prefix, -1), np.repeat(np.arange(h), w)])
     cols = np.concatenate([np.full(num_prefix, -1), np.tile(np.arange(w), h)])
     return kinds, rows, cols
@@ -128,8 +128,10 @@ def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[st
 
     num_patches = grid[0] * grid[1]
     embed_grid = capture.patch_embed.reshape(batch, grid[0], grid[1], -1).cpu()
-    last = max(capture.cls_attention)
-    cls_attention = capture.cls_attention[last].float().cpu()  # (B, H, N)
+    if capture.cls_attention:
+        cls_attention = capture.cls_attention[max(capture.cls_attention)].float().cpu()  # (B, H, N)
+    else:  # a model without a CLS token: no CLS attention (nan), no per-head rows
+        cls_attention = torch.full((batch, 0, num_tokens), float("nan"))
     heads = cls_attention.shape[1]
     patches = pd.DataFrame(
         {
@@ -138,7 +140,8 @@ def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[st
             "row": np.tile(rows[prefix:], batch),
             "col": np.tile(cols[prefix:], batch),
             "neighbour_cosine": metrics.neighbour_cosine(embed_grid).reshape(-1).numpy(),
-            "cls_attention": cls_attention[:, :, prefix:].mean(1).reshape(-1).numpy(),
+            "cls_attention": (cls_attention[:, :, prefix:].mean(1) if heads else
+                              torch.full((batch, num_patches), float("nan"))).reshape(-1).numpy(),
             "norm": capture.block_norms[:, -1, prefix:].reshape(-1).cpu().numpy(),
         }
     )
@@ -305,7 +308,8 @@ def extract(
         "grid": list(capture.grid),
         "depth": len(model.blocks),
         "num_prefix_tokens": capture.num_prefix_tokens,
-        "num_registers": capture.num_prefix_tokens - 1,
+        "num_registers": capture.num_prefix_tokens - int(hooks.has_cls_token(model)),
+        "has_cls_token": hooks.has_cls_token(model),
         "embed_dim": model.embed_dim,
         "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label} for r in records],
         "skipped": sample.skipped,

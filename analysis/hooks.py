@@ -24,7 +24,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
+
+#: The timm model classes the hooks understand: the plain ViT (DINO, DINOv2, DeiT-III, CLIP, SigLIP, AugReg)
+#: and ``Eva`` (EVA-02, DINOv3 and the RoPE ViTs).
+HOOKABLE = (VisionTransformer, Eva)
+
+
+def has_cls_token(model: torch.nn.Module) -> bool:
+    """Does the model prepend a CLS token (SigLIP, for one, pools with attention instead)?"""
+    return getattr(model, "cls_token", None) is not None
 
 
 @dataclass
@@ -61,7 +71,7 @@ def _resolve(indices: Sequence[int], depth: int) -> list[int]:
     return sorted(set(resolved))
 
 
-def grid_size(model: VisionTransformer, height: int, width: int) -> tuple[int, int]:
+def grid_size(model: torch.nn.Module, height: int, width: int) -> tuple[int, int]:
     return tuple(model.patch_embed.dynamic_feat_size((height, width)))
 
 
@@ -92,6 +102,9 @@ def _hooks(
         dim = qkv.shape[-1] // 3
         capture.keys = qkv[..., dim : 2 * dim].detach().clone()
 
+    def on_keys(_module, _inputs, keys):  # (B, N, D): a separate key projection (some EVA models)
+        capture.keys = keys.detach().clone()
+
     def on_attention(index):
         def hook(_module, _inputs, probabilities):  # (B, H, N, N) after softmax
             capture.cls_attention[index] = probabilities[:, :, 0, :].detach().clone()
@@ -103,7 +116,11 @@ def _hooks(
         if keep_output:
             handles.append(model.norm.register_forward_hook(on_output))
         if keep_keys:
-            handles.append(model.blocks[-1].attn.qkv.register_forward_hook(on_qkv))
+            last = model.blocks[-1].attn
+            if getattr(last, "qkv", None) is not None:
+                handles.append(last.qkv.register_forward_hook(on_qkv))
+            else:
+                handles.append(last.k_proj.register_forward_hook(on_keys))
         for index, block in enumerate(model.blocks):
             handles.append(block.register_forward_hook(on_block(index)))
         for index in attention_blocks:
@@ -134,11 +151,11 @@ def capture_tokens(
     ``keep_output`` keeps the output tokens after the final LayerNorm (for linear probes);
     ``keep_keys`` the last block's attention keys (for LOST).
     """
-    if not isinstance(model, VisionTransformer):
-        raise TypeError(f"capture_tokens needs a timm VisionTransformer, got {type(model).__name__}")
-    if model.num_prefix_tokens < 1 or not model.has_class_token:
-        raise ValueError("capture_tokens needs a model with a CLS token (all families of the study have one)")
+    if not isinstance(model, HOOKABLE):
+        raise TypeError(f"capture_tokens needs a timm VisionTransformer or Eva, got {type(model).__name__}")
     depth = len(model.blocks)
+    if not has_cls_token(model):  # no CLS query: there is no CLS attention to record
+        attention_blocks = ()
     capture = Capture(model.num_prefix_tokens, grid_size(model, images.shape[-2], images.shape[-1]))
     with _hooks(model, capture, _resolve(attention_blocks, depth), _resolve(token_blocks, depth), keep_output,
                 keep_keys) as norms:

@@ -373,3 +373,21 @@ def pixel_batch(records: list[ImageRecord], model: torch.nn.Module, resolution: 
     centre-cropped (or, with ``square``, the whole image squeezed to a square)."""
     transform = (make_square_transform if square else make_transform)(model, resolution)
     return torch.stack([transform(record.load()) for record in records])
+
+
+def save_imagenette(folder: str | Path, split: str = "val", size: str = "320px") -> Path:
+    """(Connected machine) Imagenette — 10 ImageNet classes — through torchvision, laid out as
+    ``folder/<class name>/<image>.jpeg``: an image source with labels for every page and the class probe."""
+    import shutil
+    import tempfile
+
+    from torchvision.datasets import Imagenette
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory(dir=folder.parent if folder.parent.exists() else None) as download:
+        dataset = Imagenette(download, split=split, size=size, download=True)
+        for path, label in dataset._samples:
+            target = folder / dataset.classes[label][0].replace(" ", "_") / Path(path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    return folder

@@ -141,14 +141,20 @@ def test_time_register(model: nn.Module, neurons: Sequence[RegisterNeuron]) -> I
 
         return hook
 
+    # EVA's attention layers keep their own prefix count (RoPE skips prefix tokens): move every counter
+    counters = [m for m in model.modules() if isinstance(getattr(m, "num_prefix_tokens", None), int)]
+    moved: list[nn.Module] = []
     handles = [model.norm_pre.register_forward_hook(insert_token)]
     try:
         for block, ids in by_block.items():
             handles.append(unit_input(model.blocks[block]).register_forward_pre_hook(move_units(ids)))
-        model.num_prefix_tokens = prefix + 1
+        for module in counters:
+            module.num_prefix_tokens += 1
+            moved.append(module)
         yield prefix
     finally:
-        model.num_prefix_tokens = prefix
+        for module in moved:
+            module.num_prefix_tokens -= 1
         for handle in handles:
             handle.remove()
 

@@ -63,7 +63,30 @@ FAMILIES: dict[str, list[str]] = {
         "vit_base_patch16_clip_224.laion2b",
         "vit_large_patch14_clip_224.laion2b",
     ],
+    "dinov3": [
+        "vit_small_patch16_dinov3.lvd1689m",
+        "vit_base_patch16_dinov3.lvd1689m",
+        "vit_large_patch16_dinov3.lvd1689m",
+    ],
+    "siglip": ["vit_base_patch16_siglip_224.webli"],
+    "eva02": ["eva02_base_patch14_224.mim_in22k"],
+    "augreg": [
+        "vit_small_patch16_224.augreg_in21k_ft_in1k",
+        "vit_base_patch16_224.augreg_in21k_ft_in1k",
+        "vit_large_patch16_224.augreg_in21k_ft_in1k",
+    ],
 }
+
+#: How each family was trained (the census figure's colours).
+RECIPES = {
+    "supervised-augreg": "supervised (labels)", "augreg": "supervised (labels)", "deit3": "supervised (labels)",
+    "dino": "self-supervised (DINO)", "dinov2": "self-supervised (DINOv2)", "dinov2-reg4": "self-supervised (DINOv2)",
+    "dinov3": "self-supervised (DINOv3)", "openclip": "image-text (CLIP)", "siglip": "image-text (SigLIP)",
+    "eva02": "masked image modelling (EVA-02)",
+}
+
+#: The census page's default list: every family, small to large.
+CENSUS = [name for names in FAMILIES.values() for name in names]
 
 
 class ModelError(ValueError):
@@ -148,6 +171,16 @@ def family_of(name: str) -> str:
     return "other"
 
 
+def recipe_of(spec: str) -> str:
+    family = family_of(spec)
+    return "random init (control)" if ModelSpec.parse(spec).random else RECIPES.get(family, "other")
+
+
+def parameter_count(spec: str) -> int:
+    """Parameters of ``spec``'s architecture, counted on the meta device (no memory, no download)."""
+    return sum(p.numel() for p in build_architecture(ModelSpec.parse(spec).name, device="meta").parameters())
+
+
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -157,7 +190,7 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 
 #: timm modules whose models the study can hook (the ViTs with a CLS token and plain blocks).
-VIT_MODULES = ("vision_transformer", "deit")
+VIT_MODULES = ("vision_transformer", "deit", "eva")
 
 
 def vit_names() -> list[str]:
@@ -181,18 +214,21 @@ def _check_known(name: str) -> None:
     raise ModelError(f"unknown timm model {name!r}{similar or '; see timm.list_models(module=' + repr(VIT_MODULES[0]) + ')'}")
 
 
-def build_architecture(name: str, img_size: int | None = None, device: str = "cpu") -> VisionTransformer:
+def build_architecture(name: str, img_size: int | None = None, device: str = "cpu", **overrides) -> VisionTransformer:
     """A randomly initialised timm ViT of ``name`` at ``img_size`` (no download).
 
     ``device="meta"`` builds only the structure (no memory, no init): enough to read
-    the patch size or depth of a billion-parameter model instantly.
+    the patch size or depth of a billion-parameter model instantly. ``overrides`` go to timm
+    (e.g. ``depth=2``: the same blocks — registers, SwiGLU, LayerScale — fewer of them).
     """
+    from timm.models.eva import Eva
+
     _check_known(name)
     kwargs = {"img_size": img_size} if img_size else {}
     with torch.device(device):
-        model = timm.create_model(name, pretrained=False, **kwargs)
-    if not isinstance(model, VisionTransformer):
-        raise ModelError(f"{name!r} is a {type(model).__name__}, not a timm VisionTransformer")
+        model = timm.create_model(name, pretrained=False, **kwargs, **overrides)
+    if not isinstance(model, (VisionTransformer, Eva)):
+        raise ModelError(f"{name!r} is a {type(model).__name__}, not a timm VisionTransformer or Eva")
     return model.eval()
 
 

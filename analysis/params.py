@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .models import OFFLINE_MODEL, weights_available
+from .models import CENSUS, OFFLINE_MODEL, weights_available
 
 TINY = OFFLINE_MODEL
 
@@ -42,6 +42,7 @@ CI: dict[str, dict] = {
     "information_probes": {**UNLABELLED_CI, "model": TINY, "labelled_source": "digits", "per_class": 20},
     "test_time_registers": {**COMMON_CI, "model": TINY},
     "object_discovery": {**UNLABELLED_CI, "models": [TINY, f"random:{TINY}"], "n_discovery": 16},
+    "census": {**COMMON_CI, "models": ["available"], "controls": [f"random:{TINY}"]},
     "claims": {},
     "summary": {},
     "your_image": {**{k: v for k, v in COMMON_CI.items() if k not in ("image_source", "n_images")},
@@ -88,6 +89,7 @@ PAPER: dict[str, dict] = {
     "object_discovery": {**UNLABELLED_PAPER, "resolution": 224, "n_discovery": 16,
                          "models": ["vit_small_patch16_224.dino", "vit_small_patch14_dinov2.lvd142m",
                                     "vit_small_patch14_reg4_dinov2.lvd142m"]},
+    "census": {**COMMON_PAPER, "resolution": 224, "models": CENSUS, "controls": [f"random:{TINY}"]},
     "claims": {},
     "summary": {},
     "your_image": {**{k: v for k, v in COMMON_PAPER.items() if k not in ("image_source", "n_images")},
@@ -105,7 +107,8 @@ def models_of(parameter_set: dict[str, dict]) -> list[str]:
     seen: dict[str, None] = {}
     for params in parameter_set.values():
         for spec in params.get("models", []) + ([params["model"]] if "model" in params else []):
-            seen.setdefault(spec, None)
+            if spec != "available":  # the census's word for "whatever this machine has"
+                seen.setdefault(spec, None)
     return list(seen)
 
 

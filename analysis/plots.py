@@ -302,3 +302,24 @@ def slide(panels: list[plt.Figure], titles: list[str]) -> plt.Figure:
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def census(table: pd.DataFrame) -> plt.Figure:
+    """High-norm share (with its interval) against model size, coloured by training recipe."""
+    fig, ax = plt.subplots(figsize=(WIDTH, 4.8))
+    recipes = list(dict.fromkeys(table.recipe))
+    palette = dict(zip(recipes, sns.color_palette("colorblind", len(recipes))))
+    for row in table.itertuples():
+        colour = RANDOM_COLOUR if row.random_weights else palette[row.recipe]
+        y, low, high = 100 * row.outlier_share, 100 * row.low, 100 * row.high
+        ax.errorbar(row.params_m, y, yerr=[[max(y - low, 0)], [max(high - y, 0)]], fmt="o", color=colour, capsize=4)
+        ax.annotate(row.model, (row.params_m, y), xytext=(5, 5), textcoords="offset points", fontsize=10)
+    for recipe in recipes:
+        ax.scatter([], [], color=RANDOM_COLOUR if recipe.startswith("random") else palette[recipe], label=recipe)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (millions, log scale)")
+    ax.set_ylabel("high-norm output patch tokens (%)")
+    ax.legend(loc="upper left")
+    ax.set_title("Which ViTs have high-norm tokens?")
+    fig.tight_layout()
+    return fig

@@ -69,6 +69,15 @@ def verdict_markdown(claims: list[Claim], controls: list[Control] = ()) -> str:
     return "\n".join(lines)
 
 
+def controls_markdown(controls: list[Control]) -> str:
+    """The negative controls alone (a page without claims), as a MyST admonition."""
+    failed = [c for c in controls if not c.passed]
+    lines = [f"```{{admonition}} Negative controls: {'all as expected' if not failed else f'{len(failed)} FAILED'}",
+             f":class: {'tip' if not failed else 'error'}", ""]
+    lines += [f"- {'✓' if c.passed else '**✗ FAILED**'} {c.line()}" for c in controls] or ["- none in this run"]
+    return "\n".join(lines + ["```"])
+
+
 def weights_markdown(provenances: Iterable[Provenance], notes: Iterable[str] = ()) -> str:
     """The weights used (random ones flagged as controls) and any image conversion notes."""
     provenances = list(provenances)
@@ -149,6 +158,7 @@ class Page:
 
         self.save()
         glue("verdict", Markdown(verdict_markdown(self.claims, self.controls)), display=False)
+        glue("controls", Markdown(controls_markdown(self.controls)), display=False)
         glue("headline", Markdown(f"**{self.headline}**"), display=False)
         glue("weights", Markdown(weights_markdown(self.provenances, self.notes)), display=False)
         for key, value in numbers.items():
