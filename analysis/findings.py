@@ -62,8 +62,8 @@ def patch_grid(features: Features, column: str) -> np.ndarray:
 
 
 def has_outliers(cutoff: Cutoff, share: float) -> bool:
-    """A separated high-norm mode holding a minority of the tokens."""
-    return bool(cutoff.found and cutoff.adaptive.bimodal and 0 < share <= 0.2)
+    """A separated high-norm mode holding a minority of the tokens (the adaptive split's own limit)."""
+    return bool(cutoff.found and cutoff.adaptive.bimodal and 0 < share <= metrics.MAX_UPPER_SHARE)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,10 +44,13 @@ ADMONITION_CLASS = {"reproduced": "tip", "not reproduced": "error", "inconclusiv
 
 
 def headline_class(text: str) -> str:
+    """The admonition colour of a headline: its worst verdict (a pure "reproduced" headline is green)."""
+    if text.startswith(str(Verdict.REPRODUCED)):
+        return ADMONITION_CLASS["reproduced"]
     for verdict in (Verdict.NOT_REPRODUCED, Verdict.INCONCLUSIVE):
-        if str(verdict) in text and not text.startswith(str(Verdict.REPRODUCED)):
+        if str(verdict) in text:
             return ADMONITION_CLASS[str(verdict)]
-    return ADMONITION_CLASS["reproduced"] if text.startswith(str(Verdict.REPRODUCED)) else "note"
+    return "note"
 
 
 def verdict_markdown(claims: list[Claim], controls: list[Control] = ()) -> str:
