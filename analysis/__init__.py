@@ -1,8 +1,9 @@
 """The registers study: measure the high-norm tokens of "Vision Transformers Need Registers".
 
 Data flows one way: ``images`` → ``models`` + ``hooks`` (one pass, every token) → ``metrics`` →
-``features`` (tidy parquet cache) → ``findings`` (tables) → ``claims`` (verdicts) → ``plots``
-and ``report`` → ``pages`` (one function per book page) → ``run`` (papermill, Jupyter Book).
+``features`` (tidy parquet cache) → ``findings`` (tables, intervals from ``stats``) → ``claims``
+(verdicts) → ``plots`` and ``report`` (a page's saved tables and glue). The book's notebooks compose
+these building blocks in visible cells; ``run`` executes them (papermill) and builds the site.
 """
 
 __version__ = "0.1.0"

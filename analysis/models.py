@@ -264,9 +264,9 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
             what = f" (it asks for the Python object {found.group(1)})" if found else ""
             raise UnsafeWeightsError(
                 f"refused to load {path}: the file holds pickled Python code{what}, not just tensors, and loading it "
-                "could run that code. If you trust its source, convert it once to safetensors: "
-                "python -c \"import torch, safetensors.torch as s; "
-                f"s.save_file(torch.load('{path.name}', weights_only=False), '{path.stem}.safetensors')\""
+                "could run that code. If you trust its source, convert it once to safetensors on that trusted machine: "
+                "read it with torch's loader and weights_only=False, then write the state dict with "
+                f"safetensors.torch.save_file to {path.stem}.safetensors"
             ) from None
         if not isinstance(state, dict):
             raise WeightsMismatchError(f"{path} holds a {type(state).__name__}, not a state dict")
