@@ -107,8 +107,11 @@ def figure_png(figure: plt.Figure, dpi: int = 110):
 
 
 def styled(table: pd.DataFrame, formats: dict[str, str] | None = None):
-    """A table for the page: index hidden, numbers formatted (``{"share": "{:.2%}"}``), nan as "–"."""
-    return table.style.hide(axis="index").format(formats or {}, na_rep="–")
+    """A table for the page: index hidden, numbers formatted (``{"share": "{:.2%}"}``), nan as "–",
+    column names with spaces instead of underscores (so headers wrap between words)."""
+    readable = table.rename(columns=lambda name: str(name).replace("_", " "))
+    formats = {str(name).replace("_", " "): fmt for name, fmt in (formats or {}).items()}
+    return readable.style.hide(axis="index").format(formats, na_rep="–")
 
 
 def percent(value: float, digits: int = 1) -> str:
