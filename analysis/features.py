@@ -180,7 +180,7 @@ def count_passes(cache_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -194,7 +194,7 @@ def _remove_abandoned(folder: Path) -> None:
     """Delete temporary folders of ``folder``'s entry left by killed runs (their process is gone)."""
     for stale in folder.parent.glob(f".tmp-{folder.name}-*"):
         pid = stale.name.rsplit("-", 2)[-2]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -270,7 +270,8 @@ def extract(
     )
     architecture = models.build_architecture(provenance.model, resolution, device="meta")
     images.check_resolution(resolution, models.patch_size(architecture))
-    key = cache_key(provenance, spec, f"{images.image_set_key(ordered)}:{n_images}", resolution, square)
+    image_key = f"{images.image_set_key(ordered)}:{n_images}"
+    key = cache_key(provenance, spec, image_key, resolution, square)
     cache = Path(cache_dir or default_cache_dir())
     folder = cache / f"{provenance.model}-{'random-' if provenance.is_random else ''}{key}"
     if (folder / "meta.json").is_file():
@@ -322,6 +323,6 @@ def extract(
     frames = {name: pd.concat(chunks, ignore_index=True) for name, chunks in parts.items()}
     arrays = {name: np.concatenate(chunks) for name, chunks in kept.items()}
     _write_entry(folder, frames, meta, arrays)
-    log_pass(cache, {"spec": spec, "images": f"{images.image_set_key(ordered)}:{n_images}", "resolution": resolution,
+    log_pass(cache, {"spec": spec, "images": image_key, "resolution": resolution,
                      "keep": sorted(keep), "square": square})
     return Features(**frames, meta=meta, arrays=arrays)

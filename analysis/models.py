@@ -442,9 +442,8 @@ def weights_available(spec: str, weights_dir: str | Path | None = None) -> bool:
         return True
     if parsed.weights_file:
         return Path(parsed.weights_file).is_file()
-    for folder in weights_dirs(weights_dir):
-        if any((folder / f"{parsed.name}{suffix}").is_file() for suffix in (".safetensors", ".pth", ".pt")):
-            return True
+    if _local_weight_file(parsed.name, weights_dir)[0] is not None:
+        return True
     return _in_hf_cache(parsed.name)
 
 

@@ -30,7 +30,7 @@ import nbformat
 import yaml
 
 from . import params as parameter_sets
-from .features import DEFAULT_CACHE_ENV
+from .features import DEFAULT_CACHE_ENV, process_alive
 from .models import WEIGHTS_DIR_ENV
 from .report import RESULTS_ENV
 
@@ -39,11 +39,15 @@ BOOK = ROOT / "book"
 KEY_FIELD = "registers_execution_key"
 
 
+def toc_files(toc: Path = ROOT / "_toc.yml") -> list[str]:
+    """Every page of the book (``book/<name>``, Markdown and notebooks), in ``_toc.yml`` order."""
+    spec = yaml.safe_load(toc.read_text())
+    return [spec["root"]] + [c["file"] for part in spec.get("parts", []) for c in part["chapters"]]
+
+
 def toc_pages(toc: Path = ROOT / "_toc.yml") -> list[str]:
     """The executed pages (notebooks) of the book, in ``_toc.yml`` order."""
-    spec = yaml.safe_load(toc.read_text())
-    files = [spec["root"]] + [c["file"] for part in spec.get("parts", []) for c in part["chapters"]]
-    return [Path(f).name for f in files if (ROOT / f"{f}.ipynb").is_file()]
+    return [Path(f).name for f in toc_files(toc) if (ROOT / f"{f}.ipynb").is_file()]
 
 
 PAGES = toc_pages()
@@ -169,26 +173,16 @@ def page_environment(build_dir: Path, weights_dir: str | None) -> dict[str, str]
     return environment
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_abandoned_runs(build_dir: Path) -> list[Path]:
     """Delete the temporary notebooks and kernel runtime folders of runs whose process is gone."""
     removed = []
     for stale in (build_dir / "src" / "book").glob(".*.running.ipynb"):
         pid = stale.name.split(".")[-3]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not process_alive(int(pid)):
             stale.unlink(missing_ok=True)
             removed.append(stale)
     for stale in (build_dir / "runtime").glob("*"):
-        if stale.name.isdigit() and not _alive(int(stale.name)):
+        if stale.name.isdigit() and not process_alive(int(stale.name)):
             shutil.rmtree(stale, ignore_errors=True)
             removed.append(stale)
     return removed

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.run import ROOT, build_book, toc_pages
+from analysis.run import ROOT, build_book, toc_files, toc_pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 HTML = ROOT / "_build" / "html"
@@ -74,14 +74,7 @@ def site(weights_dir) -> Path:
     return HTML
 
 
-def page_files() -> list[str]:
-    import yaml
-
-    spec = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [spec["root"]] + [c["file"] for part in spec.get("parts", []) for c in part["chapters"]]
-
-
-@pytest.mark.parametrize("page", page_files())
+@pytest.mark.parametrize("page", toc_files())
 def test_page_reads_well_at_1280px(page, site, browser):
     path = site / f"{page}.html"
     assert path.is_file(), f"{page} missing from the site"
