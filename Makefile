@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 OFFLINE_MODEL := vit_tiny_patch16_224.augreg_in21k_ft_in1k
 
-.PHONY: book test bench env clean weights
+.PHONY: book test bench env clean weights images
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ bench: $(STAMP)
 # (connected machine) the study's offline model into WEIGHTS_DIR, e.g. for the GitHub workflow
 weights: $(STAMP)
 	$(PY) -m analysis fetch $(OFFLINE_MODEL) --to $(WEIGHTS_DIR)
+
+# (connected machine) Imagenette's validation split into data/imagenette: the paper set's images and class probe
+images: data/imagenette
+
+data/imagenette: | $(STAMP)
+	$(PY) -m analysis fetch-images imagenette --to $@
 
 clean:
 	rm -rf _build

@@ -6,7 +6,9 @@
    ``forward_features`` of the same model and batch — target ≤ 1.10×;
 2. warm rebuild of the whole book (caches present, nothing changed) vs a cold build — target ≤ 0.15×;
 3. peak RSS of a feature pass over 10·N images vs N images — target ≤ 1.3×;
-4. throughput (images/s) per model size on this CPU and the projected time of the ``paper`` set.
+4. throughput (images/s) per model size on this CPU and the projected time of the ``paper`` set;
+5. (full run only) every page executed with the ``paper`` set's largest models at full size and random
+   weights: seconds and peak memory per page against 2× the weights plus one batch's activations.
 
 Results go to ``_build/bench/`` as parquet (``ratios``, ``throughput``) for the book's appendix.
 """
@@ -31,6 +33,8 @@ from .params import PAPER, models_of
 from .report import write_parquet
 
 BENCH_DIR = Path.cwd() / "_build" / "bench"
+#: The ``paper`` set's largest models, run at full size through every page by the full benchmark.
+DRY_RUN_MODELS = ("vit_giant_patch14_dinov2.lvd142m", "vit_giant_patch14_reg4_dinov2.lvd142m")
 TARGETS = {"capture_overhead": 1.10, "warm_over_cold_build": 0.15, "rss_10n_over_n": 1.3}
 
 
@@ -155,9 +159,10 @@ def _mega_params(name: str, resolution: int) -> float:
 
 
 def throughput(specs: list[str], resolution: int, n_images: int = 2, device: str = "cpu",
-               repeats: int = 1) -> pd.DataFrame:
-    """Images/s of one hooked pass and of a bare ``forward_features`` per model (random weights: same compute)."""
-    from .features import resolve_device
+               repeats: int = 1, precision: str = "float32") -> pd.DataFrame:
+    """Images/s of one hooked pass and of a bare ``forward_features`` per model (random weights: same compute),
+    both in ``precision`` (bfloat16: under autocast)."""
+    from .features import autocast, resolve_device
 
     target = resolve_device(device)
     sync = _synchronised(target)
@@ -167,20 +172,21 @@ def throughput(specs: list[str], resolution: int, n_images: int = 2, device: str
         model, _ = models.load_model(f"random:{name}", img_size=resolution)
         model = model.to(target)
         images = torch.randn(n_images, 3, resolution, resolution, device=target)
-        hooks.capture_tokens(model, images[:1])  # warm-up
-        sync()
+        mixed = autocast(target, precision)
 
         def hooked():
-            hooks.capture_tokens(model, images)
+            with mixed:
+                hooks.capture_tokens(model, images)
             sync()
 
         def bare():
-            with torch.inference_mode():
+            with torch.inference_mode(), mixed:
                 model.forward_features(images)
             sync()
 
+        hooked()  # warm-up: allocator, kernels
         seconds, bare_seconds = _median_time(hooked, repeats), _median_time(bare, repeats)
-        rows.append({"model": name, "resolution": resolution, "device": target.type,
+        rows.append({"model": name, "resolution": resolution, "device": target.type, "precision": precision,
                      "params_m": _mega_params(name, resolution), "tokens": _token_count(name, resolution),
                      "images_per_s": n_images / seconds, "bare_images_per_s": n_images / bare_seconds,
                      "measured": True})
@@ -211,77 +217,82 @@ def projected_paper_time(measured: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _peak_rss_mib() -> float:
-    import resource
+PAGE_CHILD = """
+import json, resource, time
+from pathlib import Path
+from analysis.run import run_page
+start = time.perf_counter()
+run_page({page!r}, json.loads({parameters!r}), Path({build!r}), {weights!r}, force=True)
+print(json.dumps({{"seconds": time.perf_counter() - start,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
+"""
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def activation_mib(name: str, resolution: int, batch: int) -> float:
+    """The largest activations one block holds at once for ``batch`` images, in MiB (float32): the MLP's
+    hidden layer ``(B, N, hidden)`` and the attention matrix ``(B, H, N, N)``."""
+    model = models.build_architecture(name, resolution, device="meta")
+    block, tokens = model.blocks[0], _token_count(name, resolution)
+    hidden = next(layer.out_features for layer in block.mlp.modules() if isinstance(layer, torch.nn.Linear))
+    return batch * (tokens * hidden + block.attn.num_heads * tokens**2) * 4 / 2**20
 
 
-def dry_run(spec: str, resolution: int = 448, n_images: int = 2, device: str = "cpu",
-            cache_dir: str | Path | None = None) -> pd.DataFrame:
-    """Every page's building blocks on ``spec`` at full size with random weights: seconds, peak RSS and peak
-    GPU memory per stage. The weights' own size is the reference for the memory target (peak ≤ 2× weights
-    plus one batch's activations)."""
-    import gc
+def page_dry_run(specs: tuple[str, ...] = DRY_RUN_MODELS, n_images: int = 2, device: str = "auto",
+                 weights_dir: str | None = None, build_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every page of the book, executed as a notebook with its models replaced by random-init ``specs`` at
+    full size (:func:`analysis.params.dry_run_set`): seconds and the kernel's peak resident memory per page,
+    against the memory target: the interpreter with its libraries (the smallest peak of a page that holds no
+    model) plus 2× the largest model's weights in float32 plus one batch's activations.
 
-    from . import discovery, findings, images, intervention, probes
-    from .features import extract, resolve_device
+    Each page runs in a fresh process, so its kernel's peak is its own. A page that fails is a row that says
+    so; the others still run.
+    """
+    from .params import dry_run_set
+    from .run import toc_pages
 
-    target = resolve_device(device)
-    name = models.ModelSpec.parse(spec).name
-    weights_mib = _mega_params(name, resolution) * 4  # float32
+    names = [models.ModelSpec.parse(spec).name for spec in specs]
+    largest = max(names, key=lambda name: _mega_params(name, 224))
+    weights_mib = _mega_params(largest, 224) * 4  # float32; position embeddings aside, size-independent
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(cache_dir or tmp)
-        records = images.list_images("builtin")[:n_images]
-
-        def stage(label, work):
-            if target.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            result = work()
-            _synchronised(target)()
-            rows.append({"model": name, "stage": label, "seconds": time.perf_counter() - start,
-                         "peak_rss_mib": _peak_rss_mib(), "weights_mib": weights_mib, "device": target.type,
-                         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if target.type == "cuda" else 0.0})
-            return result
-
-        random_spec = f"random:{name}"
-        feats = stage("norms, attention (norm histogram, attention maps, layer, redundancy, census)",
-                      lambda: extract(random_spec, records, None, resolution, cache_dir=cache, device=device,
-                                      batch_size=n_images, progress=False, keep=("output",)))
-        norms = findings.block_norms(feats)
-        stage("layer onset interval", lambda: findings.onset_interval(norms, n_resamples=99))
-        high = norms[:, -1] > np.quantile(norms[:, -1], 0.98)  # a stand-in mask: random weights have no outliers
-        prefix, patch = feats.meta["num_prefix_tokens"], feats.meta["patch_size"]
-        model, _ = stage("load the model again (test-time register)", lambda: models.load_model(random_spec,
-                                                                                             img_size=resolution))
-        model = model.to(target)
-        pixels = images.pixel_batch(records, model, resolution)
-        neurons = stage("register units (streamed)", lambda: intervention.choose_neurons(
-            model, pixels, torch.from_numpy(high), batch_size=n_images))
-
-        def moved():
-            with intervention.test_time_register(model, neurons):
-                return hooks.capture_batches(model, pixels, n_images, keep_keys=True)
-
-        capture = stage("test-time register pass", moved)
-        stage("LOST on keys", lambda: discovery.find_boxes(capture.keys[:, prefix + 1:].numpy(), capture.grid, patch,
-                                                         [(1.0, 1.0)] * n_images))
-        stage("local probes", lambda: probes.local_information(
-            feats.arrays["output"][:, prefix:], probes.patch_pixels(pixels.numpy(), patch), np.array([0]),
-            np.array([1]), capture.grid[1]))
-        del model
-        gc.collect()
-    return pd.DataFrame(rows)
+        build = Path(build_dir or tmp)
+        parameter_set = dry_run_set(list(specs), n_images, device)
+        for page in toc_pages():
+            parameters = parameter_set.get(page, {})
+            ran_on = parameters.get("models") or ([parameters["model"]] if "model" in parameters else [])
+            code = PAGE_CHILD.format(page=page, parameters=json.dumps(parameters), build=str(build),
+                                     weights=weights_dir)
+            result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            row = {"page": page, "models": ", ".join(models.ModelSpec.parse(m).name for m in ran_on) or "(tables)",
+                   "resolution": parameters.get("resolution", 0), "device": device, "weights_mib": weights_mib,
+                   "seconds": float("nan"), "peak_rss_mib": float("nan")}
+            if result.returncode == 0:
+                row.update(json.loads(result.stdout.strip().splitlines()[-1]))
+                row["status"] = "ran"
+            else:
+                row["status"] = "failed: " + (result.stderr.strip().splitlines() or ["?"])[-1][:300]
+            row["model_mib"] = (2 * weights_mib + activation_mib(largest, parameters["resolution"], n_images)
+                                if ran_on else 0.0)  # a page that only reads tables holds no model
+            print(f"[dry run] {page}: {row['status']}, {row['seconds']:.0f}s, "
+                  f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    # the interpreter and its libraries: the smallest peak of a page that holds no model
+    frame["baseline_mib"] = frame.peak_rss_mib[frame.model_mib == 0].min()
+    frame["target_mib"] = frame.baseline_mib + frame.model_mib
+    frame["within_target"] = frame.peak_rss_mib <= frame.target_mib
+    return frame
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis bench")
     parser.add_argument("--quick", action="store_true", help="small models only, fewer images (CI)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="also run every page with the paper set's largest models (always on without --quick)")
     parser.add_argument("--out", default=str(BENCH_DIR))
     parser.add_argument("--weights-dir", default=None)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (autocast) for the throughput")
     args = parser.parse_args(argv)
     import os
 
@@ -294,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     frame["passed"] = frame.value <= frame.target
     sizes = models.FAMILIES["dinov2"][: 2 if args.quick else 4]
     measured = throughput(sizes, PAPER["norm_histogram"]["resolution"], n_images=1 if args.quick else 2,
-                          device=args.device)
+                          device=args.device, precision=args.precision)
     projection = projected_paper_time(measured)
     write_parquet(frame, out / "ratios.parquet")
     write_parquet(projection, out / "throughput.parquet")
@@ -305,11 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     print(frame.to_string(index=False))
     print(projection.to_string(index=False))
     print(f"projected model time of the paper set: {projection.seconds.sum() / 60:.1f} min")
-    if not args.quick:  # the paper set's largest models at full size, random weights, every page's blocks
-        runs = pd.concat([dry_run(spec, PAPER["norm_histogram"]["resolution"], 2, args.device)
-                          for spec in ("vit_giant_patch14_dinov2.lvd142m", "vit_giant_patch14_reg4_dinov2.lvd142m")])
+    if args.dry_run or not args.quick:  # the paper set's largest models at full size, random weights, every page
+        runs = page_dry_run(DRY_RUN_MODELS, 2, args.device, weights_dir)
         write_parquet(runs, out / "dry_run.parquet")
-        print(runs.to_string(index=False))
+        print(runs.drop(columns=["models"]).to_string(index=False))
+        if not ((runs.status == "ran") & runs.within_target).all():
+            return 1
     return 0 if frame.passed.all() else 1
 
 

@@ -3,8 +3,9 @@
 Flow: image records → model (hooks) → metrics → three tidy frames → parquet under
 ``<cache>/<model>-<key>/``. The key hashes the model spec, the weights' hash (or seed),
 the image set, the resolution and :data:`analysis.metrics.METRIC_VERSION`. An entry is written
-into a temporary folder and renamed into place, so an interrupted run never leaves a
-half-written entry; the next run simply recomputes it.
+batch by batch (parquet row groups, ``.npy`` files of their final shape), so memory stays flat however
+many images a pass has, into a temporary folder renamed into place at the end: an interrupted run never
+leaves a half-written entry; the next run simply recomputes it.
 
 Frames (one row per …):
 
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
@@ -72,10 +75,19 @@ class Features:
         return tuple(self.meta["grid"])
 
     @property
+    def predicted_class(self) -> np.ndarray:
+        """``(images,)`` the classifier head's top-1 class per image, −1 where the model has no head."""
+        return np.array([image["predicted_class"] for image in self.meta["images"]])
+
+    @property
     def notes(self) -> list[str]:
-        """What happened to the input images: conversions (per image) and unreadable files skipped."""
+        """Which images the pass used, and what happened to them: conversions (per image), unreadable files
+        skipped, a mixed precision's measured norm deviation."""
         converted = [note for image in self.meta["images"] for note in image.get("notes", [])]
-        return converted + [f"skipped {problem}" for problem in self.meta.get("skipped", [])]
+        mixed = ([f"ran in {self.meta['precision']}: token norms within {self.meta['norm_deviation']:.2%} of float32 "
+                  "(99th percentile, first batch)"] if self.meta.get("norm_deviation") is not None else [])
+        used = [self.meta["image_sample"]] if "image_sample" in self.meta else []
+        return used + converted + [f"skipped {problem}" for problem in self.meta.get("skipped", [])] + mixed
 
     def patch_norms(self, layer: int = -1) -> pd.DataFrame:
         """Patch-token rows of one block (negative counts from the end)."""
@@ -84,7 +96,8 @@ class Features:
         return frame[(frame.layer == layer) & (frame.kind == "patch")]
 
 
-def cache_key(provenance: models.Provenance, spec: str, image_key: str, resolution: int, square: bool = False) -> str:
+def cache_key(provenance: models.Provenance, spec: str, image_key: str, resolution: int, square: bool = False,
+              precision: str = "float32") -> str:
     identity = {
         "spec": spec,
         "weights": provenance.sha256 or provenance.location,
@@ -95,6 +108,8 @@ def cache_key(provenance: models.Provenance, spec: str, image_key: str, resoluti
     }
     if square:  # whole image squeezed to a square instead of a centre crop
         identity["transform"] = "square"
+    if precision != "float32":
+        identity["precision"] = precision
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -127,7 +142,7 @@ def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[st
     )
 
     num_patches = grid[0] * grid[1]
-    embed_grid = capture.patch_embed.reshape(batch, grid[0], grid[1], -1).cpu()
+    embed_grid = capture.patch_embed.reshape(batch, grid[0], grid[1], -1).float().cpu()
     if capture.cls_attention:
         cls_attention = capture.cls_attention[max(capture.cls_attention)].float().cpu()  # (B, H, N)
     else:  # a model without a CLS token: no CLS attention (nan), no per-head rows
@@ -161,7 +176,8 @@ def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[st
 
 def _read_entry(folder: Path) -> Features:
     meta = json.loads((folder / "meta.json").read_text())
-    arrays = {name: np.load(folder / f"{name}.npy") for name in meta.get("kept", [])}
+    # memory-mapped: a page reads the rows it needs, not thousands of images' tokens at once
+    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in meta.get("kept", [])}
     return Features(*(pd.read_parquet(folder / f"{name}.parquet") for name in FRAMES), meta=meta, arrays=arrays)
 
 
@@ -198,31 +214,107 @@ def _remove_abandoned(folder: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _write_entry(folder: Path, frames: dict[str, pd.DataFrame], meta: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write into a private temporary folder, then rename: readers never see a partial entry.
+class EntryWriter:
+    """Writes one cache entry batch by batch, so memory stays flat however many images the pass has.
 
-    The temporary folder is named after the writing process, so a later run can tell the
-    leftovers of a killed run from a write still in progress and remove them.
+    Frames are appended to parquet files as row groups and kept arrays are written into ``.npy``
+    files of their final shape, all inside a private temporary folder named after the writing process;
+    :meth:`commit` renames it into place, so readers never see a partial entry, and a later run can
+    tell the leftovers of a killed run from a write still in progress and remove them.
     """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(folder)
-    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+
+    def __init__(self, folder: Path, n_images: int):
+        self.folder, self.n_images, self.written = folder, n_images, 0
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(folder)
+        self.tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir()
+        self.tables: dict[str, pq.ParquetWriter] = {}
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def add_batch(self, frames: dict[str, pd.DataFrame], arrays: dict[str, np.ndarray], batch: int) -> None:
+        """Append one batch of ``batch`` images: its tidy frames, and its kept arrays ``(B, ...)``."""
         for name in FRAMES:
-            frames[name].to_parquet(tmp / f"{name}.parquet", index=False)
+            table = pa.Table.from_pandas(frames[name], preserve_index=False)
+            if name not in self.tables:
+                self.tables[name] = pq.ParquetWriter(self.tmp / f"{name}.parquet", table.schema)
+            self.tables[name].write_table(table.cast(self.tables[name].schema))
         for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        if folder.is_dir() and not set(arrays) <= set(json.loads((folder / "meta.json").read_text()).get("kept", [])):
-            shutil.rmtree(folder, ignore_errors=True)  # an older entry with fewer arrays: replaced
+            if name not in self.arrays:
+                self.arrays[name] = np.lib.format.open_memmap(
+                    self.tmp / f"{name}.npy", mode="w+", dtype=np.float32, shape=(self.n_images, *array.shape[1:]))
+            self.arrays[name][self.written : self.written + batch] = array
+        self.written += batch
+
+    def commit(self, meta: dict) -> None:
+        """Close the files, write ``meta.json`` last, and rename the folder into place."""
         try:
-            os.rename(tmp, folder)
-        except OSError:  # another run finished the same entry first: keep theirs
-            if not (folder / "meta.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            for writer in self.tables.values():
+                writer.close()
+            for array in self.arrays.values():
+                array.flush()
+            self.arrays.clear()
+            (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+            if self.folder.is_dir() and not set(meta["kept"]) <= set(
+                    json.loads((self.folder / "meta.json").read_text()).get("kept", [])):
+                shutil.rmtree(self.folder, ignore_errors=True)  # an older entry with fewer arrays: replaced
+            try:
+                os.rename(self.tmp, self.folder)
+            except OSError:  # another run finished the same entry first: keep theirs
+                if not (self.folder / "meta.json").is_file():
+                    raise
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove the temporary folder (after a commit, whatever the rename left)."""
+        for writer in self.tables.values():
+            writer.close()
+        self.tables.clear()
+        self.arrays.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+#: Precisions a pass may run in; bfloat16 runs under autocast, after :func:`check_precision` agreed.
+PRECISIONS = ("float32", "bfloat16")
+#: bfloat16 is allowed where the 99th percentile of every token's relative norm change (all blocks,
+#: first batch) stays at or below this. ViT-Ti on CPU measures 0.8 % (median 0.16 %).
+PRECISION_TOLERANCE = 0.02
+
+
+class PrecisionError(ValueError):
+    """Mixed precision would move the token norms further from float32 than the stated tolerance."""
+
+
+def autocast(device: torch.device, precision: str):
+    """A context that runs the pass in ``precision`` on ``device`` (float32: nothing changes)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def norm_deviation(model: torch.nn.Module, pixels: torch.Tensor, precision: str) -> float:
+    """99th percentile over images, blocks and tokens of ``|norm(precision) − norm(float32)| / norm(float32)``
+    for one batch ``pixels`` ``(B, 3, H, W)`` on the model's device."""
+    exact = hooks.capture_tokens(model, pixels, attention_blocks=()).block_norms
+    with autocast(pixels.device, precision):
+        mixed = hooks.capture_tokens(model, pixels, attention_blocks=()).block_norms
+    relative = ((mixed - exact).abs() / exact.clamp_min(1e-6)).flatten().float()
+    return float(torch.quantile(relative[:: max(1, len(relative) // 1_000_000)], 0.99))  # quantile caps its input
+
+
+def check_precision(model: torch.nn.Module, pixels: torch.Tensor, precision: str, name: str,
+                    tolerance: float = PRECISION_TOLERANCE) -> float | None:
+    """The measured norm deviation of ``precision`` (None for float32); raises :class:`PrecisionError`
+    when it exceeds ``tolerance``."""
+    if precision == "float32":
+        return None
+    deviation = norm_deviation(model, pixels, precision)
+    if deviation > tolerance:
+        raise PrecisionError(
+            f"{precision} changes {name}'s token norms by {deviation:.2%} (99th percentile over the first batch), "
+            f"more than the {tolerance:.1%} allowed: run it with precision='float32'")
+    return deviation
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -249,6 +341,7 @@ def extract(
     keep: tuple[str, ...] = (),
     square: bool = False,
     device: str | None = "auto",
+    precision: str = "float32",
     allow_hub: bool = True,
     progress: bool = True,
 ) -> Features:
@@ -256,9 +349,11 @@ def extract(
 
     ``image_source``: ``"builtin"``, a folder, or a list of image records (e.g. labelled digits);
     ``keep``: arrays to store besides the reductions (``"output"``, ``"keys"``); ``square``: squeeze
-    the whole image to a square instead of taking the centre crop (boxes then map back by scaling).
-    Reads the cache when the same pass was done before; otherwise runs the model once.
+    the whole image to a square instead of taking the centre crop (boxes then map back by scaling);
+    ``precision``: ``"bfloat16"`` runs under autocast once its norms agreed with float32 on the first
+    batch within :data:`PRECISION_TOLERANCE` (else :class:`PrecisionError`). Reads the cache when the same pass was done before; otherwise runs the model once.
     """
+    autocast(torch.device("cpu"), precision)  # an unknown precision is refused before anything runs
     unknown = set(keep) - set(ARRAYS)
     if unknown:
         raise ValueError(f"unknown array(s) to keep: {sorted(unknown)}; choose from {ARRAYS}")
@@ -271,7 +366,7 @@ def extract(
     architecture = models.build_architecture(provenance.model, resolution, device="meta")
     images.check_resolution(resolution, models.patch_size(architecture))
     image_key = f"{images.image_set_key(ordered)}:{n_images}"
-    key = cache_key(provenance, spec, image_key, resolution, square)
+    key = cache_key(provenance, spec, image_key, resolution, square, precision)
     cache = Path(cache_dir or default_cache_dir())
     folder = cache / f"{provenance.model}-{'random-' if provenance.is_random else ''}{key}"
     if (folder / "meta.json").is_file():
@@ -288,19 +383,25 @@ def extract(
     )
     model = model.to(target)
     transform = (images.make_square_transform if square else images.make_transform)(model, resolution)
-    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in FRAMES}
-    kept: dict[str, list[np.ndarray]] = {name: [] for name in keep}
+    writer = EntryWriter(folder, len(records))
     batches = images.iter_batches(records, transform, batch_size)
     total = -(-len(records) // batch_size)
-    capture = None
-    for chunk, pixels in tqdm(batches, total=total, desc=f"{spec} @ {resolution}px", unit="batch",
-                              disable=None if progress else True):  # None: only on a terminal
-        capture = hooks.capture_tokens(model, pixels.to(target), attention_blocks=(-1,),
-                                       keep_output="output" in keep, keep_keys="keys" in keep)
-        for name, frame in frames_from_capture(capture, [r.image_id for r in chunk]).items():
-            parts[name].append(frame)
-        for name in keep:
-            kept[name].append(getattr(capture, name).float().cpu().numpy())
+    capture, predicted, deviation = None, [], None
+    try:
+        for chunk, pixels in tqdm(batches, total=total, desc=f"{spec} @ {resolution}px", unit="batch",
+                                  disable=None if progress else True):  # None: only on a terminal
+            pixels = pixels.to(target)
+            if capture is None:
+                deviation = check_precision(model, pixels, precision, spec)
+            with autocast(target, precision):
+                capture = hooks.capture_tokens(model, pixels, attention_blocks=(-1,),
+                                               keep_output="output" in keep, keep_keys="keys" in keep)
+            writer.add_batch(frames_from_capture(capture, [r.image_id for r in chunk]),
+                             {name: getattr(capture, name).float().cpu().numpy() for name in keep}, len(chunk))
+            predicted += capture.predicted_class.tolist()
+    except BaseException:
+        writer.abort()
+        raise
     meta = {
         "spec": spec,
         "provenance": provenance.as_dict(),
@@ -312,17 +413,19 @@ def extract(
         "num_registers": capture.num_prefix_tokens - int(hooks.has_cls_token(model)),
         "has_cls_token": hooks.has_cls_token(model),
         "embed_dim": model.embed_dim,
-        "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label} for r in records],
+        "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label,
+                    "predicted_class": label} for r, label in zip(records, predicted)],
+        "image_sample": images.describe_sample(records, image_source),
         "skipped": sample.skipped,
         "metric_version": metrics.METRIC_VERSION,
         "torch": torch.__version__,
         "device": str(target),
+        "precision": precision,
+        "norm_deviation": deviation,
         "square": square,
         "kept": sorted(keep),
     }
-    frames = {name: pd.concat(chunks, ignore_index=True) for name, chunks in parts.items()}
-    arrays = {name: np.concatenate(chunks) for name, chunks in kept.items()}
-    _write_entry(folder, frames, meta, arrays)
+    writer.commit(meta)
     log_pass(cache, {"spec": spec, "images": image_key, "resolution": resolution,
                      "keep": sorted(keep), "square": square})
-    return Features(**frames, meta=meta, arrays=arrays)
+    return _read_entry(folder)

@@ -11,7 +11,9 @@ What is captured (``B`` images, ``N = P + Np`` tokens of which ``P`` prefix toke
 * ``tokens`` ``{block: (B, N, D)}``  full block outputs, only for blocks asked for;
 * ``output``       ``(B, N, D)``   the model's output tokens (after the final LayerNorm), only when asked for;
 * ``keys``         ``(B, N, D)``   the last block's attention keys (heads concatenated), only when asked for
-  (object discovery with LOST reads them).
+  (object discovery with LOST reads them);
+* ``predicted_class`` ``(B,)``      the classifier head's top-1 class, −1 for a model without a head (DINO,
+  DINOv2): cheap, so always recorded (the test-time-register page compares it before and after).
 
 Only reductions are kept by default, so memory does not grow with the model's depth.
 Hooks are removed and fused attention restored even when the forward pass raises.
@@ -49,6 +51,7 @@ class Capture:
     tokens: dict[int, torch.Tensor] = field(default_factory=dict)
     output: torch.Tensor | None = None
     keys: torch.Tensor | None = None
+    predicted_class: torch.Tensor | None = None
 
     @property
     def patch_norms(self) -> torch.Tensor:
@@ -69,6 +72,11 @@ def _resolve(indices: Sequence[int], depth: int) -> list[int]:
             raise IndexError(f"block {index} does not exist in a model with {depth} blocks")
         resolved.append(real)
     return sorted(set(resolved))
+
+
+def has_classifier(model: torch.nn.Module) -> bool:
+    """Does the model end in a classification head (``num_classes > 0``)?"""
+    return getattr(model, "num_classes", 0) > 0
 
 
 def grid_size(model: torch.nn.Module, height: int, width: int) -> tuple[int, int]:
@@ -159,8 +167,10 @@ def capture_tokens(
     capture = Capture(model.num_prefix_tokens, grid_size(model, images.shape[-2], images.shape[-1]))
     with _hooks(model, capture, _resolve(attention_blocks, depth), _resolve(token_blocks, depth), keep_output,
                 keep_keys) as norms:
-        model.forward_features(images)
+        features = model.forward_features(images)
     capture.block_norms = torch.stack(norms, dim=1)
+    capture.predicted_class = (model.forward_head(features).argmax(-1) if has_classifier(model)
+                               else torch.full((len(images),), -1, device=images.device))
     return capture
 
 
@@ -178,7 +188,7 @@ def capture_batches(model: VisionTransformer, images: torch.Tensor, batch_size: 
     joined.patch_embed = torch.cat([p.patch_embed.cpu() for p in parts])
     joined.block_norms = torch.cat([p.block_norms.cpu() for p in parts])
     joined.cls_attention = {i: torch.cat([p.cls_attention[i].cpu() for p in parts]) for i in first.cls_attention}
-    for name in ("output", "keys"):
+    for name in ("output", "keys", "predicted_class"):
         if getattr(first, name) is not None:
             setattr(joined, name, torch.cat([getattr(p, name).cpu() for p in parts]))
     return joined

@@ -9,6 +9,7 @@ seeded subset.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import warnings
 from collections.abc import Callable, Iterator
@@ -224,13 +225,49 @@ def list_labelled_images(source: str | Path, per_class: int | None = None, seed:
     return sorted(chosen, key=lambda r: r.image_id)
 
 
+#: Where the ``imagenette`` source lives when not in the clone's ``data/imagenette`` (``make images``).
+IMAGENETTE_ENV = "REGISTERS_IMAGENETTE"
+
+
+def imagenette_folder() -> Path:
+    """The ``imagenette`` source: ``$REGISTERS_IMAGENETTE``, else ``data/imagenette`` in the study's clone."""
+    return Path(os.environ.get(IMAGENETTE_ENV) or Path(__file__).resolve().parents[1] / "data" / "imagenette")
+
+
+def imagenette_available() -> bool:
+    folder = imagenette_folder()
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def describe_sample(records: list[ImageRecord], source: str | Path | list) -> str:
+    """One line naming the images a pass used, without machine paths: ``"8 images from builtin"``,
+    ``"20 images of 10 classes from digits"``."""
+    if isinstance(source, list):  # records drawn by a page: name them by their common origin
+        origins = [r.origin for r in records]
+        schemes = {o.split(":")[0] for o in origins if ":" in o and not Path(o.split(":")[0]).is_absolute()}
+        name = schemes.pop() if len(schemes) == 1 else Path(os.path.commonpath(
+            [str(Path(o).parent) for o in origins])).name if origins else "?"
+    else:
+        name = str(source) if str(source) in ("builtin", "imagenette") or str(source).startswith("builtin:") \
+            else Path(source).name
+    classes = {r.label for r in records if r.label is not None}
+    return f"{len(records)} images" + (f" of {len(classes)} classes" if classes else "") + f" from {name}"
+
+
 def list_images(source: str | Path) -> list[ImageRecord]:
     """All images of a source in deterministic order.
 
     ``"builtin"`` gives the photos shipped inside packages, ``"builtin:<name>"`` one of them;
+    ``"imagenette"`` the Imagenette folder (:func:`imagenette_folder`, class sub-folders);
     a folder is searched recursively for common image files, a file path is that one image.
     An empty or missing source is an error.
     """
+    if str(source) == "imagenette":
+        if not imagenette_available():
+            raise ImageError(
+                f"the imagenette image source is not on this machine (looked in {imagenette_folder()}): on a "
+                f"connected machine run `make images`, or set {IMAGENETTE_ENV} to its folder")
+        return list_images(imagenette_folder())
     if str(source) == "builtin":
         return [ImageRecord(name, f"builtin:{name}") for name in BUILTIN_PHOTOS]
     if str(source).startswith("builtin:"):
@@ -253,7 +290,8 @@ def sample_order(records: list[ImageRecord], n: int | None, seed: int = 0) -> li
     """Every record in the seeded order in which a sample of ``n`` draws them (source order for ``n=None``).
 
     The first ``n`` are :func:`sample_images`; the rest are the replacements, in order, for images of the
-    sample that turn out unreadable.
+    sample that turn out unreadable. A folder with class sub-folders (ImageNet layout) is sampled per class:
+    the seeded order takes one image of each class in turn, so any ``n`` is balanced to within one image.
     """
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise ImageError(f"number of images must be a positive integer, got {n!r}")
@@ -261,6 +299,12 @@ def sample_order(records: list[ImageRecord], n: int | None, seed: int = 0) -> li
         return list(records)
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
+    if all("/" in r.image_id for r in records):  # <class>/<image>: round-robin over the classes
+        by_class: dict[str, list[int]] = {}
+        for index in order:
+            by_class.setdefault(records[index].image_id.split("/")[0], []).append(index)
+        rounds = max(len(members) for members in by_class.values())
+        order = [by_class[label][k] for k in range(rounds) for label in sorted(by_class) if k < len(by_class[label])]
     return [records[i] for i in sorted(order[:n])] + [records[i] for i in order[n:]]
 
 

@@ -1,7 +1,9 @@
 """The two named parameter sets of the book, and the choice between them.
 
 * ``paper`` – the paper's models and a larger resolution; for a machine with the weights
-  (in a local folder, the Hugging Face cache, or the hub).
+  (in a local folder, the Hugging Face cache, or the hub). Its images are Imagenette (100 per page, 50 per
+  class for the class probe) when ``make images`` has put it in ``data/imagenette``, else the shipped photos
+  and digits.
 * ``ci`` – the real offline ViT-Ti/16 from ``../shared/weights`` plus explicitly random
   twins for the families without weights; the shipped photos; minutes on 2 CPU cores.
 
@@ -12,12 +14,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .models import CENSUS, OFFLINE_MODEL, weights_available
+from .images import imagenette_available
+from .models import CENSUS, OFFLINE_MODEL, ModelSpec, weights_available
 
 TINY = OFFLINE_MODEL
 
 COMMON_CI = {"image_source": "builtin", "n_images": 8, "resolution": 224, "seed": 0, "threshold": 150.0}
-COMMON_PAPER = {"image_source": "builtin", "n_images": 12, "resolution": 448, "seed": 0, "threshold": 150.0}
+#: The paper measured thousands of ImageNet images; the ``paper`` set uses Imagenette (10 ImageNet classes,
+#: ``make images``) when it is on this machine, else the 12 shipped photos — every page names its sample.
+IMAGENETTE = imagenette_available()
+PAPER_IMAGES = {"image_source": "imagenette", "n_images": 100} if IMAGENETTE else {"image_source": "builtin",
+                                                                                 "n_images": 12}
+PAPER_LABELLED = {"labelled_source": "imagenette", "per_class": 50} if IMAGENETTE else {"labelled_source": "digits",
+                                                                                        "per_class": 50}
+COMMON_PAPER = {**PAPER_IMAGES, "resolution": 448, "seed": 0, "threshold": 150.0}
 #: Pages that draw their own (labelled or annotated) images take everything but the image sample.
 UNLABELLED_CI = {k: v for k, v in COMMON_CI.items() if k not in ("image_source", "n_images")}
 UNLABELLED_PAPER = {k: v for k, v in COMMON_PAPER.items() if k not in ("image_source", "n_images")}
@@ -83,8 +93,7 @@ PAPER: dict[str, dict] = {
         **COMMON_PAPER,
         "models": ["vit_giant_patch14_dinov2.lvd142m", "vit_giant_patch14_reg4_dinov2.lvd142m"],
     },
-    "information_probes": {**UNLABELLED_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m",
-                           "labelled_source": "digits", "per_class": 50},
+    "information_probes": {**UNLABELLED_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m", **PAPER_LABELLED},
     "test_time_registers": {**COMMON_PAPER, "model": "vit_large_patch14_dinov2.lvd142m"},
     "object_discovery": {**UNLABELLED_PAPER, "resolution": 224, "n_discovery": 16,
                          "models": ["vit_small_patch16_224.dino", "vit_small_patch14_dinov2.lvd142m",
@@ -100,6 +109,25 @@ PAPER: dict[str, dict] = {
 }
 
 SETS = {"ci": CI, "paper": PAPER}
+
+
+def dry_run_set(specs: list[str], n_images: int = 2, device: str = "auto") -> dict[str, dict]:
+    """The ``paper`` set's pages with their models replaced by random-init ``specs`` at full size.
+
+    Proves the mechanics, time and memory of each page for models whose weights are not here: a page on
+    several models gets all of ``specs`` (the registers page: without, then with registers), a page on one
+    model the first. Each page keeps its own resolution, draws ``n_images`` shipped photos (one digit per
+    class for the probe page) and has no controls beside the models themselves.
+    """
+    controls = [f"random:{ModelSpec.parse(spec).name}" for spec in specs]
+    smaller = {"n_images": n_images, "n_discovery": n_images, "per_class": 1, "image_source": "builtin",
+               "labelled_source": "digits", "controls": [], "models": controls, "model": controls[0]}
+    dry = {}
+    for page, parameters in PAPER.items():
+        dry[page] = {name: smaller.get(name, value) for name, value in parameters.items()}
+        if "resolution" in parameters:  # a page that runs a model
+            dry[page]["device"] = device
+    return dry
 
 
 def models_of(parameter_set: dict[str, dict]) -> list[str]:

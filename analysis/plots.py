@@ -200,6 +200,10 @@ def register_comparison(norms: dict[str, np.ndarray], prefix: pd.DataFrame) -> p
 def verdict_chart(claims: pd.DataFrame) -> plt.Figure:
     """Count of verdicts per page, coloured by verdict."""
     fig, ax = plt.subplots(figsize=(WIDTH, 0.8 + 0.5 * max(claims.page.nunique(), 1)))
+    if claims.empty:  # e.g. every model was a random-init control: nothing was judged
+        ax.text(0.5, 0.5, "no claims judged in this run", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
     counts = claims.groupby(["page", "verdict"], sort=False).size().unstack(fill_value=0).iloc[::-1]
     counts = counts.reindex(columns=[v for v in VERDICT_COLOURS if v in counts.columns])
     counts.plot.barh(stacked=True, ax=ax, color=[VERDICT_COLOURS[v] for v in counts.columns])

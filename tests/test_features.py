@@ -1,9 +1,11 @@
 """The cached pass: tidy frames, real-model facts, cache reuse and interrupted writes."""
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from analysis import features, images, models
+from analysis import features, hooks, images, models
 
 TINY = models.OFFLINE_MODEL
 
@@ -55,21 +57,23 @@ def test_cache_key_changes_with_what_was_measured(weights_dir):
 
 def test_interrupted_write_leaves_no_entry_and_the_next_run_recovers(weights_dir, tmp_path, monkeypatch):
     calls = {"n": 0}
-    original = pd.DataFrame.to_parquet
+    original = features.EntryWriter.add_batch
 
-    def dies_on_second_frame(self, *args, **kwargs):
+    def dies_on_second_batch(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 2:  # the first batch is already on disk
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", dies_on_second_frame)
+    monkeypatch.setattr(features.EntryWriter, "add_batch", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        features.extract(TINY, "builtin", 1, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+        features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False,
+                         batch_size=1, keep=("output",))
     assert list(tmp_path.iterdir()) == []  # neither an entry nor a temporary folder
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", original)
-    result = features.extract(TINY, "builtin", 1, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
-    assert len(result.patches) == 196 and len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+    monkeypatch.setattr(features.EntryWriter, "add_batch", original)
+    result = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False,
+                              batch_size=1, keep=("output",))
+    assert len(result.patches) == 2 * 196 and len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
     assert len(features.count_passes(tmp_path)) == 1  # the interrupted pass wrote nothing, so it is not counted
 
 
@@ -87,15 +91,17 @@ def test_bad_resolution_is_refused_before_running(weights_dir, tmp_path):
 
 KILLED_WRITER = """
 import os, sys, time
+import numpy as np
 import pandas as pd
 from analysis import features
-original = pd.DataFrame.to_parquet
-def slow(self, path, *args, **kwargs):
-    original(self, path, *args, **kwargs)
+original = features.EntryWriter.add_batch
+def slow(self, *args, **kwargs):
+    original(self, *args, **kwargs)
     print("WRITING", flush=True)
-    time.sleep(120)  # killed here, between two frames of the entry
-pd.DataFrame.to_parquet = slow
-features.extract({spec!r}, "builtin", 1, 224, weights_dir={weights!r}, cache_dir={cache!r}, progress=False)
+    time.sleep(120)  # killed here, between two batches of the entry
+features.EntryWriter.add_batch = slow
+features.extract({spec!r}, "builtin", 2, 224, weights_dir={weights!r}, cache_dir={cache!r}, progress=False,
+                 batch_size=1)
 """
 
 
@@ -113,8 +119,8 @@ def test_a_killed_run_leaves_no_entry_and_the_next_run_cleans_up(weights_dir, tm
         child.wait(timeout=60)
     leftovers = list(tmp_path.iterdir())
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".tmp-")  # a partial write, not an entry
-    result = features.extract(TINY, "builtin", 1, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
-    assert len(result.patches) == 196
+    result = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    assert len(result.patches) == 2 * 196
     names = [p.name for p in tmp_path.iterdir() if p.is_dir()]
     assert len(names) == 1 and not names[0].startswith(".tmp-")  # the abandoned write was removed
 
@@ -129,3 +135,54 @@ def test_kept_arrays_extend_an_entry_once(weights_dir, tmp_path):
     again = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
     assert "output" in again.arrays and len(features.count_passes(tmp_path)) == 2
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
+
+
+def test_streamed_entry_equals_one_batch_and_arrays_are_memory_mapped(weights_dir, tmp_path):
+    """Batch by batch on disk (1 image a batch) gives the very numbers of one 3-image batch; kept tokens
+    come back memory-mapped, in image order, and match a direct hooked pass."""
+    one_by_one = features.extract(TINY, "builtin", 3, 224, weights_dir=weights_dir, cache_dir=tmp_path / "a",
+                                  progress=False, batch_size=1, keep=("output",))
+    together = features.extract(TINY, "builtin", 3, 224, weights_dir=weights_dir, cache_dir=tmp_path / "b",
+                                progress=False, batch_size=3, keep=("output",))
+    pd.testing.assert_frame_equal(one_by_one.norms, together.norms, check_exact=False, rtol=1e-5)
+    pd.testing.assert_frame_equal(one_by_one.patches, together.patches, check_exact=False, rtol=1e-4)
+    output = one_by_one.arrays["output"]
+    assert isinstance(output, np.memmap) and output.shape == (3, 197, 192)
+    np.testing.assert_allclose(output, together.arrays["output"], rtol=1e-4, atol=1e-4)
+    # row i of the array is image i of the pass: its last-block patch norms (before the final norm) differ,
+    # but the image order must agree with the frames' order
+    order = [image["image_id"] for image in one_by_one.meta["images"]]
+    assert list(one_by_one.patches.image_id.unique()) == order
+    assert not np.allclose(output[0], output[1])
+
+
+def test_predicted_class_is_the_classifier_top1_and_minus_one_without_a_head(weights_dir, tmp_path):
+    feats = features.extract(TINY, "builtin", 3, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    model, _ = models.load_model(TINY, weights_dir=weights_dir)
+    pixels = images.pixel_batch(images.records_of(feats.meta["images"]), model, 224)
+    with torch.inference_mode():
+        expected = model(pixels).argmax(-1).numpy()
+    np.testing.assert_array_equal(feats.predicted_class, expected)
+    model.reset_classifier(0)  # a backbone without a head, as DINO and DINOv2 are released
+    assert hooks.capture_tokens(model, pixels[:2]).predicted_class.tolist() == [-1, -1]
+
+
+def test_bfloat16_runs_only_within_its_norm_tolerance(weights_dir, tmp_path):
+    """bfloat16 autocast on the CPU: accepted at the stated 2 % tolerance (its measured deviation is noted and
+    small but not zero), refused when the tolerance is tighter than what it measures, and cached apart."""
+    exact = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    mixed = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False,
+                             precision="bfloat16")
+    deviation = mixed.meta["norm_deviation"]
+    assert 0 < deviation <= features.PRECISION_TOLERANCE and exact.meta["norm_deviation"] is None
+    assert any("bfloat16" in note for note in mixed.notes)
+    relative = (mixed.patches.norm - exact.patches.norm).abs() / exact.patches.norm
+    assert 0 < relative.median() < 0.01
+    assert len(features.count_passes(tmp_path)) == 2  # its own cache entry, not float32's
+    model, _ = models.load_model(TINY, weights_dir=weights_dir)
+    pixels = images.pixel_batch(images.records_of(exact.meta["images"]), model, 224)
+    with pytest.raises(features.PrecisionError, match="more than the 0.[0-9]% allowed"):
+        features.check_precision(model, pixels, "bfloat16", TINY, tolerance=deviation / 2)
+    assert features.check_precision(model, pixels, "float32", TINY, tolerance=0.0) is None
+    with pytest.raises(ValueError, match="precision must be one of"):
+        features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, precision="fp8")

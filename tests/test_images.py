@@ -96,3 +96,65 @@ def test_transform_uses_the_model_normalisation():
     tensor = images.make_transform(model, 224)(white)
     assert tensor.shape == (3, 224, 224)
     torch.testing.assert_close(tensor, torch.ones(3, 224, 224))
+
+
+def fake_imagenette(folder, per_class=3):
+    """An Imagenette-shaped folder: two class sub-folders of small JPEG photos crops."""
+    photo = images.BUILTIN_PHOTOS["astronaut"]()
+    for label in ("n01440764_tench", "n02102040_springer"):
+        (folder / label).mkdir(parents=True)
+        for index in range(per_class):
+            save(folder / label / f"{label[:4]}_{index}.JPEG", photo[index * 20 : index * 20 + 64, :64])
+    return folder
+
+
+def test_imagenette_source_is_found_named_and_labelled(tmp_path, monkeypatch):
+    monkeypatch.setenv(images.IMAGENETTE_ENV, str(tmp_path / "absent"))
+    assert not images.imagenette_available()
+    with pytest.raises(images.ImageError, match="make images"):
+        images.list_images("imagenette")
+    folder = fake_imagenette(tmp_path / "imagenette")
+    monkeypatch.setenv(images.IMAGENETTE_ENV, str(folder))
+    records = images.list_images("imagenette")
+    assert len(records) == 6 and records[0].image_id == "n01440764_tench/n014_0"
+    labelled = images.list_labelled_images("imagenette", per_class=2, seed=0)
+    assert sorted(r.label for r in labelled) == ["n01440764_tench"] * 2 + ["n02102040_springer"] * 2
+    # pages name their sample without machine paths
+    assert images.describe_sample(labelled, labelled) == "4 images of 2 classes from imagenette"
+    assert images.describe_sample(records[:5], "imagenette") == "5 images from imagenette"
+    assert images.describe_sample(images.list_images("builtin")[:8], "builtin") == "8 images from builtin"
+    digits = images.list_labelled_images("digits", per_class=2)
+    assert images.describe_sample(digits, digits) == "20 images of 10 classes from digits"
+
+
+def test_paper_set_uses_imagenette_when_present(tmp_path, monkeypatch):
+    import importlib
+
+    from analysis import params
+
+    try:
+        monkeypatch.setenv(images.IMAGENETTE_ENV, str(fake_imagenette(tmp_path / "imagenette")))
+        present = importlib.reload(params).PAPER
+        assert present["norm_histogram"]["image_source"] == "imagenette"
+        assert present["information_probes"]["labelled_source"] == "imagenette"
+        monkeypatch.setenv(images.IMAGENETTE_ENV, str(tmp_path / "absent"))
+        absent = importlib.reload(params).PAPER
+        assert absent["norm_histogram"]["image_source"] == "builtin"
+        assert absent["information_probes"]["labelled_source"] == "digits"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(params)
+
+
+def test_a_folder_with_class_subfolders_is_sampled_per_class(tmp_path):
+    folder = fake_imagenette(tmp_path / "imagenette", per_class=3)
+    (folder / "n03000000_third").mkdir()
+    save(folder / "n03000000_third" / "only.JPEG", images.BUILTIN_PHOTOS["astronaut"]()[:64, :64])
+    records = images.list_images(folder)
+    for seed in range(5):
+        chosen = images.sample_images(records, 4, seed)
+        classes = sorted(r.image_id.split("/")[0] for r in chosen)
+        assert classes.count("n03000000_third") == 1 and len(set(classes)) == 3  # 2 + 1 + 1 (or 1 + 2 + 1)
+    order = images.sample_order(records, 3, 0)
+    assert sorted(r.image_id.split("/")[0] for r in order[:3]) == sorted({r.image_id.split("/")[0] for r in records})
+    assert len(order) == len(records) and {r.image_id for r in order} == {r.image_id for r in records}

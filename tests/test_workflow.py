@@ -19,7 +19,7 @@ def test_workflow_runs_the_readme_commands_through_the_makefile_only():
     steps = workflow["jobs"]["build"]["steps"]
     commands = [step["run"] for step in steps if "run" in step]
     make_calls = [c for c in commands if c.startswith("make ")]
-    assert [c.split()[1] for c in make_calls] == ["weights", "test", "book"]
+    assert [c.split()[1] for c in make_calls] == ["weights", "images", "test", "book"]
     assert all(c.split()[1] in make_targets() for c in make_calls)
     assert any("PARAMS=paper" in c for c in make_calls)
     assert all(c.startswith(("make ", "sudo apt-get")) for c in commands), commands  # nothing else runs
@@ -30,8 +30,9 @@ def test_workflow_runs_the_readme_commands_through_the_makefile_only():
 def test_workflow_caches_the_hub_and_deploys_the_built_site():
     workflow = yaml.safe_load(WORKFLOW.read_text())
     uses = [step.get("uses", "") for job in workflow["jobs"].values() for step in job["steps"]]
-    cache = next(s for s in workflow["jobs"]["build"]["steps"] if s.get("uses", "").startswith("actions/cache"))
-    assert "huggingface" in cache["with"]["path"]
+    caches = [s["with"]["path"] for s in workflow["jobs"]["build"]["steps"]
+              if s.get("uses", "").startswith("actions/cache")]
+    assert any("huggingface" in path for path in caches) and "data/imagenette" in caches
     upload = next(s for s in workflow["jobs"]["build"]["steps"] if "upload-pages-artifact" in s.get("uses", ""))
     assert upload["with"]["path"] == "_build/html"
     assert any(u.startswith("actions/deploy-pages") for u in uses)

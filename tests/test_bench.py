@@ -1,0 +1,29 @@
+"""The benchmark's bookkeeping, checked against hand-computed values (its timings are never tested)."""
+
+import pytest
+
+from analysis import bench, params, run
+
+
+def test_dry_run_set_replaces_every_model_and_keeps_each_page_resolution():
+    giant, registers = bench.DRY_RUN_MODELS
+    dry = params.dry_run_set([giant, registers], n_images=2, device="cpu")
+    assert set(dry) == set(params.PAPER)
+    assert dry["registers"]["models"] == [f"random:{giant}", f"random:{registers}"]
+    assert dry["layer_dependence"]["model"] == f"random:{giant}"
+    assert dry["object_discovery"]["resolution"] == params.PAPER["object_discovery"]["resolution"] == 224
+    assert dry["norm_histogram"]["resolution"] == 448 and dry["norm_histogram"]["n_images"] == 2
+    assert dry["information_probes"]["per_class"] == 1 and dry["information_probes"]["labelled_source"] == "digits"
+    assert dry["census"]["controls"] == [] and dry["claims"] == {}
+    for page, parameters in dry.items():  # every page accepts what the dry run passes it
+        run.check_parameters(page, parameters)
+        assert all(not str(m).startswith("vit") for m in parameters.get("models", []))
+
+
+def test_activation_size_is_the_mlp_hidden_layer_plus_the_attention_matrix():
+    # ViT-Ti/16 at 224: 197 tokens, MLP hidden 768, 3 heads; float32, 2 images
+    expected = 2 * (197 * 768 + 3 * 197**2) * 4 / 2**20
+    assert bench.activation_mib("vit_tiny_patch16_224.augreg_in21k_ft_in1k", 224, 2) == pytest.approx(expected)
+    # DINOv2 ViT-g/14 at 448: 1025 tokens, SwiGLU's first layer is 2 × 4096 wide, 24 heads
+    expected = (1025 * 8192 + 24 * 1025**2) * 4 / 2**20
+    assert bench.activation_mib("vit_giant_patch14_dinov2.lvd142m", 448, 1) == pytest.approx(expected)
