@@ -97,7 +97,7 @@ def _hooks(
 
     def on_block(index):
         def hook(_module, _inputs, output):
-            norms.append(torch.linalg.vector_norm(output.float(), dim=-1))
+            norms.append(torch.linalg.vector_norm(output, dim=-1, dtype=torch.float32))  # no float copy
             if index in token_blocks:
                 capture.tokens[index] = output.detach().clone()
 
