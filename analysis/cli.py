@@ -55,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     show = commands.add_parser("params", help="print a parameter set")
     show.add_argument("--set", default="ci", choices=list(parameter_sets.SETS))
 
-    bench = commands.add_parser("bench", help="measure the benchmark ratios (see the book's appendix)")
-    bench.add_argument("--quick", action="store_true", help="small models and few images (minutes; CI)")
-    bench.add_argument("--device", default="cpu", help="cpu, cuda or auto (hooked vs bare throughput there)")
+    commands.add_parser("bench", add_help=False, help="measure the benchmark (see the book's appendix); its options "
+                                      "(--quick, --dry-run, --device, --precision) are analysis.bench's own")
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "build":
             html = build_book(args.set, args.build_dir, args.weights_dir, _parameters(args.parameter),
@@ -82,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from .bench import main as bench_main
 
-            return bench_main((["--quick"] if args.quick else []) + ["--device", args.device]
-                              + ["--out", str(Path(args.build_dir) / "bench")]
+            return bench_main(extra + ["--out", str(Path(args.build_dir) / "bench")]
                               + (["--weights-dir", args.weights_dir] if args.weights_dir else []))
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)

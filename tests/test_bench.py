@@ -27,3 +27,15 @@ def test_activation_size_is_the_mlp_hidden_layer_plus_the_attention_matrix():
     # DINOv2 ViT-g/14 at 448: 1025 tokens, SwiGLU's first layer is 2 × 4096 wide, 24 heads
     expected = (1025 * 8192 + 24 * 1025**2) * 4 / 2**20
     assert bench.activation_mib("vit_giant_patch14_dinov2.lvd142m", 448, 1) == pytest.approx(expected)
+
+
+def test_the_command_line_forwards_every_benchmark_option(monkeypatch, tmp_path):
+    from analysis import cli
+
+    seen = {}
+    monkeypatch.setattr(bench, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    assert cli.main(["--build-dir", str(tmp_path), "bench", "--quick", "--dry-run", "--precision", "bfloat16"]) == 0
+    assert seen["argv"][:4] == ["--quick", "--dry-run", "--precision", "bfloat16"]
+    assert seen["argv"][4:6] == ["--out", str(tmp_path / "bench")]
+    with pytest.raises(SystemExit):  # an option no command knows is still refused
+        cli.main(["params", "--dry-run"])
