@@ -39,3 +39,14 @@ def test_the_command_line_forwards_every_benchmark_option(monkeypatch, tmp_path)
     assert seen["argv"][4:6] == ["--out", str(tmp_path / "bench")]
     with pytest.raises(SystemExit):  # an option no command knows is still refused
         cli.main(["params", "--dry-run"])
+
+
+def test_memory_target_is_the_interpreter_plus_the_model_and_table_pages_have_none():
+    import pandas as pd
+
+    runs = pd.DataFrame({"page": ["a", "b", "claims", "summary"], "peak_rss_mib": [5000.0, 9000.0, 1000.0, 1100.0],
+                         "model_mib": [7000.0, 7000.0, 0.0, 0.0]})
+    judged = bench.memory_targets(runs)
+    assert judged.baseline_mib.tolist() == [1000.0] * 4  # the smallest table-page peak
+    assert judged.target_mib.tolist()[:2] == [8000.0, 8000.0] and judged.target_mib[2:].isna().all()
+    assert judged.within_target.tolist() == [True, False, True, True]  # 9000 > 8000; tables are not judged
