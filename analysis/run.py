@@ -158,6 +158,8 @@ def execution_key(page: str, parameters: dict, build_dir: Path, weights_dir: str
     digest.update(_package_hash().encode())
     for pattern in page_reads(page):  # what the page reads from other pages (results, benchmark)
         for path in sorted(build_dir.glob(pattern)):
+            if path.stem == page or path.stem.startswith(f"{page}_"):  # its own output: not an input
+                continue
             digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
 

@@ -180,3 +180,18 @@ def test_parse_value():
     assert run.parse_value("12") == 12 and run.parse_value("0.5") == 0.5
     assert run.parse_value('["a", "b"]') == ["a", "b"] and run.parse_value("None") is None
     assert run.parse_value("/some/folder") == "/some/folder"
+
+
+def test_a_page_is_keyed_on_what_it_reads_but_not_on_its_own_tables(tmp_path):
+    """The summary reads results/*.parquet, its own table among them: rewriting that must not make a warm
+    rebuild execute it again, while another page's new table must."""
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    (results_dir / "norm_histogram.parquet").write_bytes(b"one")
+    (results_dir / "summary.parquet").write_bytes(b"first")
+    key = run.execution_key("summary", {}, tmp_path)
+    (results_dir / "summary.parquet").write_bytes(b"second")
+    (results_dir / "summary_claims.parquet").write_bytes(b"new")
+    assert run.execution_key("summary", {}, tmp_path) == key
+    (results_dir / "norm_histogram.parquet").write_bytes(b"two")
+    assert run.execution_key("summary", {}, tmp_path) != key
