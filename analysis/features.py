@@ -351,7 +351,8 @@ def extract(
     ``keep``: arrays to store besides the reductions (``"output"``, ``"keys"``); ``square``: squeeze
     the whole image to a square instead of taking the centre crop (boxes then map back by scaling);
     ``precision``: ``"bfloat16"`` runs under autocast once its norms agreed with float32 on the first
-    batch within :data:`PRECISION_TOLERANCE` (else :class:`PrecisionError`). Reads the cache when the same pass was done before; otherwise runs the model once.
+    batch within :data:`PRECISION_TOLERANCE` (else :class:`PrecisionError`).
+    Reads the cache when the same pass was done before; otherwise runs the model once.
     """
     autocast(torch.device("cpu"), precision)  # an unknown precision is refused before anything runs
     unknown = set(keep) - set(ARRAYS)
@@ -399,33 +400,33 @@ def extract(
             writer.add_batch(frames_from_capture(capture, [r.image_id for r in chunk]),
                              {name: getattr(capture, name).float().cpu().numpy() for name in keep}, len(chunk))
             predicted += capture.predicted_class.tolist()
-    except BaseException:
+        meta = {
+            "spec": spec,
+            "provenance": provenance.as_dict(),
+            "resolution": resolution,
+            "patch_size": models.patch_size(model),
+            "grid": list(capture.grid),
+            "depth": len(model.blocks),
+            "num_prefix_tokens": capture.num_prefix_tokens,
+            "num_registers": capture.num_prefix_tokens - int(hooks.has_cls_token(model)),
+            "has_cls_token": hooks.has_cls_token(model),
+            "embed_dim": model.embed_dim,
+            "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label,
+                        "predicted_class": label} for r, label in zip(records, predicted)],
+            "image_sample": images.describe_sample(records, image_source),
+            "skipped": sample.skipped,
+            "metric_version": metrics.METRIC_VERSION,
+            "torch": torch.__version__,
+            "device": str(target),
+            "precision": precision,
+            "norm_deviation": deviation,
+            "square": square,
+            "kept": sorted(keep),
+        }
+        writer.commit(meta)
+    except BaseException:  # interrupted or failed before the rename: no temporary folder is left behind
         writer.abort()
         raise
-    meta = {
-        "spec": spec,
-        "provenance": provenance.as_dict(),
-        "resolution": resolution,
-        "patch_size": models.patch_size(model),
-        "grid": list(capture.grid),
-        "depth": len(model.blocks),
-        "num_prefix_tokens": capture.num_prefix_tokens,
-        "num_registers": capture.num_prefix_tokens - int(hooks.has_cls_token(model)),
-        "has_cls_token": hooks.has_cls_token(model),
-        "embed_dim": model.embed_dim,
-        "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label,
-                    "predicted_class": label} for r, label in zip(records, predicted)],
-        "image_sample": images.describe_sample(records, image_source),
-        "skipped": sample.skipped,
-        "metric_version": metrics.METRIC_VERSION,
-        "torch": torch.__version__,
-        "device": str(target),
-        "precision": precision,
-        "norm_deviation": deviation,
-        "square": square,
-        "kept": sorted(keep),
-    }
-    writer.commit(meta)
     log_pass(cache, {"spec": spec, "images": image_key, "resolution": resolution,
                      "keep": sorted(keep), "square": square})
     return _read_entry(folder)

@@ -245,8 +245,12 @@ def describe_sample(records: list[ImageRecord], source: str | Path | list) -> st
     if isinstance(source, list):  # records drawn by a page: name them by their common origin
         origins = [r.origin for r in records]
         schemes = {o.split(":")[0] for o in origins if ":" in o and not Path(o.split(":")[0]).is_absolute()}
-        name = schemes.pop() if len(schemes) == 1 else Path(os.path.commonpath(
-            [str(Path(o).parent) for o in origins])).name if origins else "?"
+        if len(schemes) == 1:  # "digits:12", "builtin:chelsea"
+            name = schemes.pop()
+        elif origins:  # files: the folder that holds them all (the class folders' parent)
+            name = Path(os.path.commonpath([str(Path(o).parent) for o in origins])).name
+        else:
+            name = "?"
     else:
         name = str(source) if str(source) in ("builtin", "imagenette") or str(source).startswith("builtin:") \
             else Path(source).name
