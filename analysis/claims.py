@@ -12,12 +12,15 @@ A verdict is one of four words, decided from an interval over images, never from
 
 * ``reproduced``      the interval clears the rule's margin on the claim's side;
 * ``not reproduced``  it clears the margin on the other side;
-* ``inconclusive``    it straddles the margin (the page says how many images would likely settle it);
+* ``inconclusive``    it straddles the margin, too few images were measured, the measurement sits at
+  a floor where it cannot tell, or position could produce the same number;
 * ``not testable``    these weights cannot speak to the claim.
 
-Random-init twins are *controls*, not claims: :func:`control` checks that an untrained network has
-no high-norm tokens. Each ``judge_*`` takes plain numbers and :class:`~analysis.stats.Interval` s, so
-every rule is unit-tested at and around its margin.
+Each claim's sentence, kind and paper reference live beside its rule (:data:`CLAIMS`): a ``judge_*``
+function takes plain numbers and :class:`~analysis.stats.Interval` s and returns a :class:`Judgement`
+that carries them, so a page turns it into a table row with :meth:`Claim.of` and every rule is
+unit-tested at and around its margin. Random-init twins are *controls*, not claims: :func:`control`
+checks that an untrained network has no high-norm tokens.
 """
 
 from __future__ import annotations
@@ -50,13 +53,73 @@ class Kind(str, Enum):
 
 
 @dataclass(frozen=True)
+class ClaimText:
+    """What a claim says, of which kind it is, and where the paper says it."""
+
+    page: str
+    kind: Kind
+    sentence: str
+    paper: str
+
+
+#: Every claim the study judges, keyed by the rule that judges it. A rule may refine ``paper`` per model.
+CLAIMS: dict[str, ClaimText] = {
+    "outliers": ClaimText("norm_histogram", Kind.PAPER, "has a few high-norm output tokens (or none, as stated)",
+                          "per model, see the table of named models"),
+    "attention": ClaimText("attention_maps", Kind.MECHANISM,
+                           "last-layer CLS attention concentrates on the high-norm patches",
+                           "bright background spots in the attention maps are the high-norm tokens (Fig. 2, 5)"),
+    "layer_onset": ClaimText("layer_dependence", Kind.MECHANISM,
+                             "high-norm tokens appear from a middle block on",
+                             "from about layer 15 of 40 in DINOv2 ViT-g (Fig. 4a)"),
+    "size": ClaimText("model_size", Kind.PAPER, "high-norm tokens appear only in the largest sizes",
+                      "only ViT-L, H and g of a series trained alike have them (Fig. 4c)"),
+    "training_onset": ClaimText("training_time", Kind.MECHANISM,
+                                "high-norm tokens appear only after about a third of training",
+                                "DINOv2 ViT-g, after about a third of training (Fig. 4b)"),
+    "redundancy": ClaimText("redundancy", Kind.MECHANISM,
+                            "high-norm tokens sit on patches similar to their 4 neighbours",
+                            "cosine to the neighbours right after patch embedding is high at outliers (Fig. 5a)"),
+    "local_information": ClaimText("information_probes", Kind.MECHANISM,
+                                   "high-norm tokens hold less local information than normal ones",
+                                   "DINOv2 ViT-g: position top-1 41.7% (normal) vs 22.8% (high-norm), pixel error 18.38 vs 25.23 (Table 1)"),
+    "global_information": ClaimText("information_probes", Kind.MECHANISM,
+                                    "a high-norm token predicts the image class better than a normal patch",
+                                    "DINOv2 ViT-g on ImageNet: CLS 86.0%, normal patch 65.8%, high-norm 69.0% (Table 1)"),
+    "registers": ClaimText("registers", Kind.PAPER, "with registers the high-norm patch tokens vanish",
+                           "DINOv2 trained with 4 registers has no outlier patch tokens (Fig. 7)"),
+    "norm_in_registers": ClaimText("registers", Kind.PAPER, "the high norms move into the register tokens",
+                                   "the registers carry the high norm instead (Sec. 3, Fig. 8)"),
+    "test_time_registers": ClaimText("test_time_registers", Kind.MECHANISM,
+                                     "moving a few units onto an extra token removes the outliers",
+                                     "Jiang et al. 2025: test-time registers remove the high-norm tokens"),
+    "test_time_attention": ClaimText("test_time_registers", Kind.MECHANISM,
+                                     "once the units move, CLS attention on the former outlier patches falls to "
+                                     "about their area share",
+                                     "Jiang et al. 2025: attention maps clean up with a test-time register"),
+    "discovery": ClaimText("object_discovery", Kind.MECHANISM,
+                           "LOST finds objects better once the outliers are gone",
+                           "LOST's CorLoc improves with registers (Table 3)"),
+    "discovery_registers": ClaimText("object_discovery", Kind.PAPER,
+                                     "LOST finds objects better on DINOv2 trained with registers",
+                                     "CorLoc of DINOv2 with registers above without (Table 3)"),
+}
+
+
+@dataclass(frozen=True)
 class Judgement:
-    """A rule's output: the verdict, why, the rule itself and the interval it read."""
+    """A rule's output: the verdict, why, the rule itself, what was measured and the interval it read.
+
+    ``claim`` names the entry of :data:`CLAIMS` (``paper`` refines its reference for one model).
+    """
 
     verdict: Verdict
     reason: str
     rule: str = ""
     interval: Interval | None = None
+    claim: str = ""
+    measured: str = ""
+    paper: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,10 +138,12 @@ class Claim:
     weights: str  # provenance of the weights the verdict rests on
 
     @classmethod
-    def of(cls, page: str, kind: Kind, model: str, claim: str, paper: str, measured: str,
-           judgement: Judgement, weights: str) -> "Claim":
-        return cls(page, kind, model, claim, paper, measured, judgement.verdict, judgement.reason,
-                   judgement.rule, weights)
+    def of(cls, model: str, weights: str, judgement: Judgement) -> "Claim":
+        """The table row of ``judgement`` about ``model`` (short name) with the weights it rests on."""
+        text = CLAIMS[judgement.claim]
+        return cls(text.page, text.kind, model, text.sentence, judgement.paper or text.paper,
+                   judgement.measured or judgement.reason, judgement.verdict, judgement.reason, judgement.rule,
+                   weights)
 
     def as_row(self) -> dict:
         row = asdict(self)
@@ -107,32 +172,29 @@ def headline(verdicts: list[Verdict | str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# What the paper says about named models. Nothing else is expected of any model.
+# What the paper says about named models. Nothing else is expected of any model: only checkpoints
+# the paper itself reports, each with the figure that reports it.
 
-#: Models the paper reports *with* high-norm outlier tokens (Sec. 2, Fig. 2-4).
+#: Models the paper reports *with* high-norm outlier tokens.
 PAPER_WITH_OUTLIERS: dict[str, str] = {
-    "vit_large_patch14_dinov2.lvd142m": "outliers in the three largest DINOv2 sizes (Fig. 4c)",
     "vit_giant_patch14_dinov2.lvd142m": "about 2% of DINOv2 ViT-g output tokens above norm 150 (Fig. 3)",
-    **{f"deit3_{s}_patch16_224.fb_in1k": "supervised DeiT-III shows the artifact (Fig. 2)" for s in ("base", "large")},
-    "vit_base_patch16_clip_224.laion2b": "OpenCLIP shows the artifact (Fig. 2)",
-    "vit_large_patch14_clip_224.laion2b": "OpenCLIP shows the artifact (Fig. 2)",
+    "deit3_base_patch16_224.fb_in22k_ft_in1k": "supervised DeiT-III ViT-B shows the artifact (Fig. 2, Table 2)",
+    "vit_base_patch16_clip_224.laion2b": "OpenCLIP ViT-B shows the artifact (Fig. 2, Table 2)",
 }
 #: Models the paper reports *without* them.
 PAPER_WITHOUT_OUTLIERS: dict[str, str] = {
-    **{name: "DINO output norms stay below 100, no outliers (Fig. 3)" for name in (
-        "vit_small_patch16_224.dino", "vit_base_patch16_224.dino", "vit_small_patch8_224.dino",
-        "vit_base_patch8_224.dino")},
-    **{f"vit_{s}_patch14_dinov2.lvd142m": "no outliers below the three largest DINOv2 sizes (Fig. 4c)"
-       for s in ("small", "base")},
-    **{f"vit_{s}_patch14_reg4_dinov2.lvd142m": "registers remove the outliers (Fig. 7)"
-       for s in ("small", "base", "large", "giant")},
+    "vit_base_patch16_224.dino": "DINO ViT-B/16 output norms stay below 100, no outliers (Fig. 3)",
+    "vit_giant_patch14_reg4_dinov2.lvd142m": "DINOv2 ViT-g trained with registers has no outliers (Fig. 7)",
 }
-#: The family the size claim speaks of, small → large (Fig. 4c: only L, H and g have outliers).
-PAPER_SIZE_FAMILY = ["vit_small_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2.lvd142m",
-                     "vit_large_patch14_dinov2.lvd142m", "vit_giant_patch14_dinov2.lvd142m"]
-#: Pairs (without, with registers) the register claim speaks of.
-PAPER_REGISTER_PAIRS = {f"vit_{s}_patch14_dinov2.lvd142m": f"vit_{s}_patch14_reg4_dinov2.lvd142m"
-                        for s in ("small", "base", "large", "giant")}
+#: Where the paper gives its own numeric definition of "high norm" for a model (Fig. 3).
+PAPER_CUTOFF: dict[str, float] = {"vit_giant_patch14_dinov2.lvd142m": 150.0}
+#: Checkpoints of the series the size figure is about (Fig. 4c: sizes trained alike, from scratch). The public
+#: DINOv2 S/B/L are *distilled* from ViT-g, so they cannot speak to it; the paper's series is not released.
+PAPER_SIZE_SERIES: list[str] = []
+#: Distilled releases: measured and shown on the size page, never judged.
+DISTILLED = {f"vit_{s}_patch14_{reg}dinov2.lvd142m" for s in ("small", "base", "large") for reg in ("", "reg4_")}
+#: Pairs (without, with registers) the register claims speak of: the ViT-g the paper trains with registers.
+PAPER_REGISTER_PAIRS = {"vit_giant_patch14_dinov2.lvd142m": "vit_giant_patch14_reg4_dinov2.lvd142m"}
 
 
 def paper_expectation(model: str) -> bool | None:
@@ -146,6 +208,13 @@ def paper_expectation(model: str) -> bool | None:
 
 def paper_statement(model: str) -> str:
     return PAPER_WITH_OUTLIERS.get(model) or PAPER_WITHOUT_OUTLIERS.get(model) or "the paper does not test this model"
+
+
+def named_models() -> pd.DataFrame:
+    """The paper's statements about named checkpoints, one row each (model, has outliers, figure)."""
+    rows = [{"model": m, "has_outliers": True, "paper": s} for m, s in PAPER_WITH_OUTLIERS.items()]
+    rows += [{"model": m, "has_outliers": False, "paper": s} for m, s in PAPER_WITHOUT_OUTLIERS.items()]
+    return pd.DataFrame(rows)
 
 
 NO_STATEMENT = "the paper makes no statement about this model"
@@ -175,24 +244,46 @@ def interval_rule(interval: Interval, margin: float, above: bool = True, strict:
     return Verdict.INCONCLUSIVE
 
 
-def _judge(interval: Interval, margin: float, rule: str, fmt: str, above: bool = True, strict: bool = False,
-           name: str = "value") -> Judgement:
+def band_rule(interval: Interval, low: float, high: float) -> Verdict:
+    """Reproduced when the interval lies inside ``[low, high]``, not reproduced when it lies wholly
+    outside it, inconclusive otherwise (or when it was not measured)."""
+    if math.isnan(interval.low) or math.isnan(interval.high):
+        return Verdict.INCONCLUSIVE
+    if low <= interval.low and interval.high <= high:
+        return Verdict.REPRODUCED
+    if interval.high < low or interval.low > high:
+        return Verdict.NOT_REPRODUCED
+    return Verdict.INCONCLUSIVE
+
+
+def _too_few(interval: Interval) -> bool:
+    return bool(getattr(interval, "too_few", False))
+
+
+def _judge(claim: str, interval: Interval, margin: float, rule: str, fmt: str, above: bool = True,
+           strict: bool = False, name: str = "value") -> Judgement:
     verdict = interval_rule(interval, margin, above, strict)
-    reason = f"{name} {interval.text(fmt)} ({interval.method}, n={interval.n})"
+    measured = f"{name} {interval.text(fmt)}"
+    reason = f"{measured} ({interval.method}, n={interval.n})"
     if verdict is Verdict.INCONCLUSIVE:
-        needed = images_to_settle(interval, margin)
+        needed = None if _too_few(interval) else images_to_settle(interval, margin)
         reason += (f": the interval straddles the margin; about {needed} images would likely settle it"
-                   if needed else ": the interval straddles the margin")
-    return Judgement(verdict, reason, rule, interval)
+                   if needed else ": too few images to decide" if _too_few(interval) else
+                   ": the interval straddles the margin")
+    return Judgement(verdict, reason, rule, interval, claim, measured)
 
 
-def _untestable(reason: str, rule: str = "") -> Judgement:
-    return Judgement(Verdict.NOT_TESTABLE, reason, rule)
+def _untestable(claim: str, reason: str, rule: str = "", measured: str = "") -> Judgement:
+    return Judgement(Verdict.NOT_TESTABLE, reason, rule, None, claim, measured)
 
 
-def not_applicable(model: str, what: str = "a CLS token") -> Judgement:
+def not_applicable(claim: str, model: str, what: str = "a CLS token") -> Judgement:
     """A claim about something the model does not have (e.g. CLS attention in SigLIP)."""
-    return Judgement(Verdict.NOT_TESTABLE, f"not applicable: {model} has no {what}", "")
+    return Judgement(Verdict.NOT_TESTABLE, f"not applicable: {model} has no {what}", "", None, claim)
+
+
+def _confounded(claim: str, rule: str, measured: str, interval: Interval | None, why: str) -> Judgement:
+    return Judgement(Verdict.INCONCLUSIVE, f"confounded by position: {why}", rule, interval, claim, measured)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,83 +308,175 @@ def control(model: str, bimodal: bool, outlier_share: float) -> Control:
 
 
 # ---------------------------------------------------------------------------------------------
-# The rules, page by page.
+# "Has outliers" — decided from the share interval, never from a point flag.
 
 #: "A few" high-norm tokens: at most this share of the output patch tokens (the paper's ViT-g: ~2%).
 MAX_OUTLIER_SHARE = 0.10
 
 
-def judge_outliers(model: str, random_weights: bool, bimodal: bool, share: Interval) -> Judgement:
-    """Paper claim: ``model`` has (or lacks) a small high-norm mode, as the paper says it does."""
-    rule = (f"has outliers: a separated high-norm mode whose share interval lies in (0, {MAX_OUTLIER_SHARE:.0%}]; "
-            "has none: no separated mode")
+def has_outliers(bimodal: bool, share: Interval) -> bool:
+    """A separated high-norm mode whose share interval is wholly above 0."""
+    return bool(bimodal and share.low > 0)
+
+
+def judge_outliers(model: str, random_weights: bool, bimodal: bool, share: Interval,
+                   paper_share: Interval | None = None) -> Judgement:
+    """Paper claim: ``model`` has (or lacks) a small high-norm mode, as the paper says it does.
+
+    ``share``: share of output patch tokens above the adaptive cutoff; ``paper_share``: above the
+    paper's own cutoff where the paper defines one for this model (:data:`PAPER_CUTOFF`), judged
+    beside it — both definitions must agree for *reproduced*.
+    """
+    rule = (f"has outliers: a separated high-norm mode whose share interval lies in (0, {MAX_OUTLIER_SHARE:.0%}] "
+            "(and so does the share above the paper's own cutoff, where it gives one); has none: no separated "
+            "mode, or a share interval at 0")
+    claim = "outliers"
+    measured = f"share {share.text('.2%')}" + ("" if bimodal else " (no separated high-norm mode)")
+    if paper_share is not None and model in PAPER_CUTOFF:
+        measured += f"; above the paper's {PAPER_CUTOFF[model]:g}: {paper_share.text('.2%')}"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule, measured)
     expected = paper_expectation(model)
     if expected is None:
-        return _untestable(NO_STATEMENT, rule)
-    few = bimodal and share.low > 0 and share.high <= MAX_OUTLIER_SHARE
-    found = f"share {share.text('.2%')}" + ("" if bimodal else " (no separated high-norm mode)")
-    if expected:
-        verdict = Verdict.REPRODUCED if few else (
-            Verdict.INCONCLUSIVE if bimodal and share.estimate <= MAX_OUTLIER_SHARE else Verdict.NOT_REPRODUCED)
+        return _untestable(claim, NO_STATEMENT, rule, measured)
+    paper = paper_statement(model)
+    readings = [(bimodal, share)]
+    if paper_share is not None and model in PAPER_CUTOFF:
+        readings.append((True, paper_share))  # the paper's fixed cutoff needs no mode to be found
+    verdicts = [_few_outliers(found, interval) if expected else _no_outliers(found, interval)
+                for found, interval in readings]
+    if all(v is Verdict.REPRODUCED for v in verdicts):
+        verdict = Verdict.REPRODUCED
+    elif all(v is Verdict.NOT_REPRODUCED for v in verdicts):
+        verdict = Verdict.NOT_REPRODUCED
     else:
-        verdict = Verdict.REPRODUCED if not bimodal else Verdict.NOT_REPRODUCED
-    return Judgement(verdict, found, rule, share)
+        verdict = Verdict.INCONCLUSIVE
+    reason = measured + (": the two definitions disagree" if len(set(verdicts)) > 1 else "")
+    return Judgement(verdict, reason, rule, share, claim, measured, paper)
 
 
-#: High-norm patches must draw at least this many times their area share of CLS attention.
+def _few_outliers(bimodal: bool, share: Interval) -> Verdict:
+    if not bimodal or share.high <= 0:
+        return Verdict.NOT_REPRODUCED
+    if math.isnan(share.low) or math.isnan(share.high):
+        return Verdict.INCONCLUSIVE
+    if share.low > 0 and share.high <= MAX_OUTLIER_SHARE:
+        return Verdict.REPRODUCED
+    return Verdict.NOT_REPRODUCED if share.low > MAX_OUTLIER_SHARE else Verdict.INCONCLUSIVE
+
+
+def _no_outliers(bimodal: bool, share: Interval) -> Verdict:
+    if not bimodal or share.high <= 0:
+        return Verdict.REPRODUCED
+    return Verdict.NOT_REPRODUCED if share.low > 0 else Verdict.INCONCLUSIVE
+
+
+# ---------------------------------------------------------------------------------------------
+# Mechanism rules.
+
+#: High-norm patches must draw at least this many times the CLS attention of normal patches at the same
+#: grid positions (position-matched), or of their area share where nothing is pinned.
 MIN_ATTENTION_ENRICHMENT = 2.0
 
 
-def judge_attention(random_weights: bool, has_outliers: bool, enrichment: Interval) -> Judgement:
-    """Mechanism: where a model has high-norm patches, last-layer CLS attention concentrates on them."""
-    rule = f"CLS attention on high-norm patches / their area share >= {MIN_ATTENTION_ENRICHMENT:g}x (interval)"
+def judge_attention(random_weights: bool, has_outliers: bool, enrichment: Interval, pinned: bool = False,
+                    matched: Interval | None = None) -> Judgement:
+    """Mechanism: where a model has high-norm patches, last-layer CLS attention concentrates on them.
+
+    ``enrichment``: CLS attention share on high-norm patches / their area share; ``matched``: the same
+    against normal patches at the same grid positions; ``pinned``: the outliers never leave their positions,
+    so attention to those positions cannot be told from attention to the outliers.
+    """
+    rule = (f"CLS attention on high-norm patches / their area share >= {MIN_ATTENTION_ENRICHMENT:g}x (interval), "
+            "and, against normal patches at the same positions, too; pinned outliers: confounded by position")
+    claim = "attention"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule)
     if not has_outliers:
-        return _untestable("no high-norm patches in this model: nothing to attend to", rule)
-    return _judge(enrichment, MIN_ATTENTION_ENRICHMENT, rule, ".1f", name="enrichment")
+        return _untestable(claim, "no high-norm patches in this model: nothing to attend to", rule)
+    measured = f"enrichment {enrichment.text('.1f')}" + (
+        f", position-matched {matched.text('.1f')}" if matched is not None else "")
+    if pinned:
+        return _confounded(claim, rule, measured, enrichment,
+                           "the outliers sit at the same grid positions in (almost) every image, so attention to "
+                           "them cannot be told from attention to those positions")
+    judged = _judge(claim, enrichment, MIN_ATTENTION_ENRICHMENT, rule, ".1f", name="enrichment")
+    if matched is None or math.isnan(matched.estimate):  # no position holds both kinds: area share alone
+        return Judgement(judged.verdict, judged.reason, rule, enrichment, claim, measured)
+    verdict = both(judged.verdict, interval_rule(matched, MIN_ATTENTION_ENRICHMENT))
+    reason = measured + ("" if verdict is judged.verdict else
+                         ": the position-matched reading decides (at the same positions, normal patches draw "
+                         "comparable attention)" if verdict is Verdict.NOT_REPRODUCED else
+                         ": the position-matched reading does not clear the margin")
+    return Judgement(verdict, reason, rule, enrichment, claim, measured)
 
 
-#: Outliers must be absent from the first EARLY_FRACTION of the blocks ("appear from a middle layer on").
-EARLY_FRACTION = 0.25
+def both(first: Verdict, second: Verdict) -> Verdict:
+    """The verdict of a claim that needs two readings: reproduced when both are, not reproduced when either is
+    not, inconclusive otherwise."""
+    if first is Verdict.REPRODUCED and second is Verdict.REPRODUCED:
+        return Verdict.REPRODUCED
+    if Verdict.NOT_REPRODUCED in (first, second):
+        return Verdict.NOT_REPRODUCED
+    return Verdict.INCONCLUSIVE
+
+
+#: The paper's onset: about layer 15 of 40 in DINOv2 ViT-g, read as relative depth …
+PAPER_ONSET = 15 / 40
+#: … within this band ("about": plus or minus 5 of 40 blocks).
+ONSET_BAND = (10 / 40, 20 / 40)
 
 
 def judge_layer_onset(random_weights: bool, onset: Interval, depth: int) -> Judgement:
     """Mechanism: high-norm tokens appear from a middle block on (paper: about 15 of 40 in ViT-g).
 
     ``onset``: relative depth (block index / depth) of the first block from which every block has a
-    separated high-norm mode, with its interval over images.
+    separated high-norm mode, with its interval over images; a resample in which no block has one counts
+    as onset 1 (beyond the last block), so it weighs against the claim instead of being dropped.
     """
-    rule = f"first block with a separated high-norm mode (kept to the last block) at >= {EARLY_FRACTION:.0%} of depth"
+    low, high = ONSET_BAND
+    rule = (f"relative onset (first block of a separated high-norm mode kept to the last, / depth) inside "
+            f"[{low:.1%}, {high:.1%}] around the paper's {PAPER_ONSET:.1%} (interval)")
+    claim = "layer_onset"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule)
     if math.isnan(onset.estimate):
-        return _untestable("no block has a separated high-norm mode", rule)
-    return _judge(onset, EARLY_FRACTION, rule, ".0%", name=f"onset (of {depth} blocks)")
+        return _untestable(claim, "no block has a separated high-norm mode", rule)
+    measured = f"onset {onset.text('.0%')} of {depth} blocks"
+    verdict = band_rule(onset, low, high)
+    reason = f"{measured} ({onset.method}, n={onset.n})"
+    if verdict is Verdict.INCONCLUSIVE:
+        reason += ": too few images to decide" if _too_few(onset) else ": the interval leaves the band"
+    return Judgement(verdict, reason, rule, onset, claim, measured)
 
 
 def judge_size_trend(sizes: list[tuple[str, bool, bool]]) -> Judgement:
-    """Paper claim (DINOv2, Fig. 4c): outliers only in the larger sizes.
+    """Paper claim (Fig. 4c): outliers only in the larger sizes of a series trained alike.
 
-    ``sizes``: ``[(timm name, random weights, has outliers)]``. Judged only on pretrained DINOv2 sizes.
+    ``sizes``: ``[(timm name, random weights, has outliers)]``. Judged only on checkpoints of the paper's
+    series (:data:`PAPER_SIZE_SERIES`, not public); the released DINOv2 S/B/L are distilled from ViT-g and
+    are shown, never judged.
     """
-    rule = "pretrained DINOv2 sizes: the largest has outliers, some smaller one has none, none reappear below"
-    named = [(name, has) for name, random_weights, has in sizes if not random_weights and name in PAPER_SIZE_FAMILY]
-    named.sort(key=lambda item: PAPER_SIZE_FAMILY.index(item[0]))
-    if len(named) < 2:
-        return _untestable("needs pretrained weights for at least two DINOv2 sizes (the family the paper measures)",
-                           rule)
-    flags = [has for _, has in named]
+    rule = "checkpoints of the paper's size series (trained alike): the largest has outliers, smaller ones none"
+    claim = "size"
+    measured = ", ".join(f"{name}: {'outliers' if has else 'none'}" for name, random_weights, has in sizes
+                         if not random_weights) or "no pretrained size measured"
+    series = [(name, has) for name, random_weights, has in sizes if not random_weights and name in PAPER_SIZE_SERIES]
+    if any(not random_weights and name in DISTILLED for name, random_weights, _ in sizes) and len(series) < 2:
+        return _untestable(claim, "the released DINOv2 S/B/L are distilled from ViT-g, not trained like the "
+                           "paper's size series, so they cannot speak to the claim (measured and shown)", rule,
+                           measured)
+    if len(series) < 2:
+        return _untestable(claim, "needs checkpoints of at least two sizes of the paper's series (not public)",
+                           rule, measured)
+    series.sort(key=lambda item: PAPER_SIZE_SERIES.index(item[0]))
+    flags = [has for _, has in series]
     if not flags[-1]:
-        return Judgement(Verdict.NOT_REPRODUCED, "the largest size has no outliers", rule)
-    if all(flags):
-        return Judgement(Verdict.NOT_REPRODUCED, "every size has outliers, also the smallest", rule)
-    onset = flags.index(True)
-    if not all(flags[onset:]):
-        return Judgement(Verdict.NOT_REPRODUCED, "outliers come and go with size", rule)
-    return Judgement(Verdict.REPRODUCED, f"outliers from {named[onset][0]} up, none below", rule)
+        return Judgement(Verdict.NOT_REPRODUCED, "the largest size has no outliers", rule, None, claim, measured)
+    if flags[0]:
+        return Judgement(Verdict.NOT_REPRODUCED, "the smallest size has outliers too", rule, None, claim, measured)
+    return Judgement(Verdict.REPRODUCED, f"outliers from {series[flags.index(True)][0]} up, none at the smallest",
+                     rule, None, claim, measured)
 
 
 #: "About a third of training" (Fig. 4b), read with a factor-1.5 tolerance either way.
@@ -305,26 +488,33 @@ def judge_training_onset(steps: list[tuple[float, bool, bool]]) -> Judgement:
     """Outliers appear only after part of training, at about a third of it.
 
     ``steps``: ``[(training fraction, random weights, has outliers)]``; the initialisation (fraction 0)
-    may be random. The onset lies between the last checkpoint without and the first with outliers.
+    may be random. The onset lies between the last checkpoint without and the first with outliers:
+    *reproduced* when that bracket lies inside ``[1/3 / 1.5, 1/3 · 1.5]``, *not reproduced* when it lies
+    wholly outside, *inconclusive* when it is wider than the band allows.
     """
     low, high = PAPER_TRAINING_ONSET / ONSET_TOLERANCE, PAPER_TRAINING_ONSET * ONSET_TOLERANCE
-    rule = f"no outliers at the first checkpoint, outliers at the last, onset bracket overlaps [{low:.0%}, {high:.0%}]"
+    rule = f"no outliers at the first checkpoint, outliers at the last, onset bracket inside [{low:.0%}, {high:.0%}]"
+    claim = "training_onset"
     trained = [(f, has) for f, random_weights, has in steps if not random_weights or f == 0]
     if any(random_weights and f > 0 for f, random_weights, _ in steps):
-        return _untestable("a trained checkpoint has random weights: " + RANDOM, rule)
+        return _untestable(claim, "a trained checkpoint has random weights: " + RANDOM, rule)
     if len(trained) < 3:
-        return _untestable("needs at least three checkpoints of one training run (the paper's are not public)", rule)
+        return _untestable(claim, "needs at least three checkpoints of one training run (the paper's are not public)",
+                           rule)
     trained.sort()
     if not trained[-1][1]:
-        return Judgement(Verdict.NOT_REPRODUCED, "the final checkpoint has no outliers", rule)
+        return Judgement(Verdict.NOT_REPRODUCED, "the final checkpoint has no outliers", rule, None, claim)
     if trained[0][1]:
-        return Judgement(Verdict.NOT_REPRODUCED, "outliers already at the first checkpoint", rule)
+        return Judgement(Verdict.NOT_REPRODUCED, "outliers already at the first checkpoint", rule, None, claim)
     first = next(i for i, (_, has) in enumerate(trained) if has)
     bracket = (trained[first - 1][0], trained[first][0])
-    reason = f"onset between {bracket[0]:.0%} and {bracket[1]:.0%} of training"
+    measured = f"onset between {bracket[0]:.0%} and {bracket[1]:.0%} of training"
     if bracket[1] < low or bracket[0] > high:
-        return Judgement(Verdict.NOT_REPRODUCED, reason + " (far from a third)", rule)
-    return Judgement(Verdict.REPRODUCED, reason, rule)
+        return Judgement(Verdict.NOT_REPRODUCED, measured + " (far from a third)", rule, None, claim, measured)
+    if low <= bracket[0] and bracket[1] <= high:
+        return Judgement(Verdict.REPRODUCED, measured, rule, None, claim, measured)
+    return Judgement(Verdict.INCONCLUSIVE, measured + ": the bracket is wider than 'about a third'", rule, None,
+                     claim, measured)
 
 
 #: Neighbour similarity must separate high-norm from normal patches at least this well (ROC AUC).
@@ -334,40 +524,52 @@ MIN_REDUNDANCY_AUC = 0.6
 def judge_redundancy(random_weights: bool, has_outliers: bool, auc: Interval, pinned: bool) -> Judgement:
     """Mechanism: high-norm tokens sit on patches similar to their 4 neighbours (after patch embedding).
 
-    ``auc``: position-matched ROC AUC of neighbour cosine (outliers against non-outliers at the same
-    grid positions); ``pinned``: the outliers never leave their positions, so no such match exists.
+    ``auc``: ROC AUC of neighbour cosine stratified by grid position (outliers against non-outliers *within*
+    each position, averaged over positions weighted by their outliers); ``pinned``: most outliers sit at
+    positions that hold one in (almost) every image, so no within-position comparison speaks for them.
     """
-    rule = (f"position-matched ROC AUC of neighbour cosine (outliers vs. non-outliers at the same grid positions) "
-            f">= {MIN_REDUNDANCY_AUC} (interval)")
+    rule = (f"ROC AUC of neighbour cosine within grid positions (outliers vs. non-outliers at the same position, "
+            f"averaged) >= {MIN_REDUNDANCY_AUC} (interval)")
+    claim = "redundancy"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule)
     if not has_outliers:
-        return _untestable("no high-norm patches in this model", rule)
+        return _untestable(claim, "no high-norm patches in this model", rule)
+    measured = f"AUC {auc.text('.2f')}"
     if pinned or math.isnan(auc.estimate):
-        return Judgement(Verdict.INCONCLUSIVE, "confounded by position: the outliers sit at the same grid positions in "
-                         "(almost) every image, so no non-outlier patch at those positions exists to compare with", rule, auc)
-    return _judge(auc, MIN_REDUNDANCY_AUC, rule, ".2f", name="AUC")
+        return _confounded(claim, rule, measured, auc,
+                           "most outliers sit at grid positions that hold one in (almost) every image, so no "
+                           "normal patch at those positions exists to compare them with")
+    return _judge(claim, auc, MIN_REDUNDANCY_AUC, rule, ".2f", name="AUC")
 
 
 def judge_local_information(random_weights: bool, has_outliers: bool, position_gap: Interval,
-                            pixel_gap: Interval) -> Judgement:
+                            pixel_gap: Interval, pinned: bool = False) -> Judgement:
     """Mechanism: high-norm tokens hold less local information than normal ones.
 
     ``position_gap``: position top-1 of normal minus high-norm tokens; ``pixel_gap``: pixel error of
     high-norm minus normal tokens. Both must be positive (intervals); either clearly negative fails.
+    ``pinned``: the outliers never leave their positions, so a position probe places them trivially.
     """
-    rule = "position top-1 (normal - high-norm) > 0 and pixel error (high-norm - normal) > 0, both intervals"
+    rule = ("position top-1 (normal - high-norm) > 0 and pixel error (high-norm - normal) > 0, both intervals; "
+            "pinned outliers: confounded by position")
+    claim = "local_information"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule)
     if not has_outliers or math.isnan(position_gap.estimate):
-        return _untestable("no high-norm tokens among the held-out images", rule)
+        return _untestable(claim, "no high-norm tokens among the held-out images", rule)
+    measured = f"position gap {position_gap.text('.1%')}, pixel-error gap {pixel_gap.text('.2f')}"
+    if pinned:
+        return _confounded(claim, rule, measured, position_gap,
+                           "the outliers always sit at the same grid positions, so a probe can place them from "
+                           "their position alone")
     verdicts = [interval_rule(position_gap, 0.0, strict=True), interval_rule(pixel_gap, 0.0, strict=True)]
-    reason = f"position gap {position_gap.text('.1%')}, pixel-error gap {pixel_gap.text('.2f')} (n={position_gap.n})"
+    reason = f"{measured} (n={position_gap.n})"
     if all(v is Verdict.REPRODUCED for v in verdicts):
-        return Judgement(Verdict.REPRODUCED, reason, rule, position_gap)
+        return Judgement(Verdict.REPRODUCED, reason, rule, position_gap, claim, measured)
     if Verdict.NOT_REPRODUCED in verdicts:
-        return Judgement(Verdict.NOT_REPRODUCED, reason, rule, position_gap)
-    return Judgement(Verdict.INCONCLUSIVE, reason + ": an interval straddles 0", rule, position_gap)
+        return Judgement(Verdict.NOT_REPRODUCED, reason, rule, position_gap, claim, measured)
+    return Judgement(Verdict.INCONCLUSIVE, reason + ": an interval straddles 0", rule, position_gap, claim, measured)
 
 
 #: Images (with a high-norm token, held out) a class probe needs before its accuracy means anything.
@@ -380,25 +582,37 @@ def judge_global_information(random_weights: bool, n_images: int, accuracy_gap: 
     ``accuracy_gap``: accuracy of the high-norm token minus that of a normal patch, on held-out images.
     """
     rule = f"class accuracy (high-norm - normal patch) > 0 (interval, >= {MIN_PROBE_IMAGES} held-out images)"
+    claim = "global_information"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule)
     if n_images < MIN_PROBE_IMAGES:
-        return _untestable(f"only {n_images} held-out images have a high-norm token (need {MIN_PROBE_IMAGES})", rule)
-    return _judge(accuracy_gap, 0.0, rule, ".1%", strict=True, name="accuracy gap")
+        return _untestable(claim, f"only {n_images} held-out images have a high-norm token (need {MIN_PROBE_IMAGES})",
+                           rule, f"accuracy gap {accuracy_gap.text('.1%')}")
+    return _judge(claim, accuracy_gap, 0.0, rule, ".1%", strict=True, name="accuracy gap")
+
+
+#: With registers, the share of patch tokens above the plain model's cutoff (on the common scale: norm / median
+#: patch norm) must fall by at least this much.
+MIN_REGISTER_REDUCTION = 0.9
 
 
 def judge_registers(plain: str, with_registers: str, random_weights: bool, plain_has_outliers: bool,
-                    registers_share: Interval) -> Judgement:
-    """Paper claim (DINOv2 ± registers): with registers the high-norm patch tokens vanish."""
-    rule = "model pair the paper trains; the register model's outlier-share interval is 0"
+                    reduction: Interval) -> Judgement:
+    """Paper claim (DINOv2 ViT-g ± registers): with registers the high-norm patch tokens vanish.
+
+    ``reduction``: 1 - (share of the register model's patch tokens above the plain model's cutoff) /
+    (the plain model's share), both on the common scale norm / median patch norm, over the same images.
+    """
+    rule = (f"the paper's model pair; outlier share on the plain model's scale (cutoff / median) falls by "
+            f">= {MIN_REGISTER_REDUCTION:.0%} with registers (interval)")
+    claim = "registers"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule)
     if PAPER_REGISTER_PAIRS.get(plain) != with_registers:
-        return _untestable(NO_STATEMENT + " pair", rule)
+        return _untestable(claim, NO_STATEMENT + " pair", rule)
     if not plain_has_outliers:
-        return _untestable("the model without registers has no outliers to remove", rule)
-    verdict = interval_rule(registers_share, 0.0, above=False)
-    return Judgement(verdict, f"outlier share with registers {registers_share.text('.2%')}", rule, registers_share)
+        return _untestable(claim, "the model without registers has no outliers to remove", rule)
+    return _judge(claim, reduction, MIN_REGISTER_REDUCTION, rule, ".0%", name="reduction")
 
 
 def judge_norm_in_registers(plain: str, with_registers: str, random_weights: bool, registers_ratio: Interval,
@@ -410,13 +624,14 @@ def judge_norm_in_registers(plain: str, with_registers: str, random_weights: boo
     carry the high norm when they would count as outliers on the plain model's scale.
     """
     rule = "register norm / median patch norm >= the plain model's outlier cutoff / median patch norm (interval)"
+    claim = "norm_in_registers"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule)
     if PAPER_REGISTER_PAIRS.get(plain) != with_registers:
-        return _untestable(NO_STATEMENT + " pair", rule)
+        return _untestable(claim, NO_STATEMENT + " pair", rule)
     if not math.isfinite(plain_cutoff_ratio):
-        return _untestable("the model without registers has no outlier cutoff", rule)
-    return _judge(registers_ratio, plain_cutoff_ratio, rule, ".1f", name="register/patch norm ratio")
+        return _untestable(claim, "the model without registers has no outlier cutoff", rule)
+    return _judge(claim, registers_ratio, plain_cutoff_ratio, rule, ".1f", name="register/patch norm ratio")
 
 
 #: The test-time register must remove at least this share of the outliers on held-out images.
@@ -430,32 +645,93 @@ def judge_test_time_registers(random_weights: bool, has_outliers: bool, n_neuron
     ``reduction``: 1 - share after / share before, on images *not* used to choose the units.
     """
     rule = f"outlier share falls by >= {MIN_OUTLIER_REDUCTION:.0%} on held-out images (interval)"
+    claim = "test_time_registers"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule)
     if not has_outliers:
-        return _untestable("the model has no outliers to remove", rule)
+        return _untestable(claim, "the model has no outliers to remove", rule)
     if n_neurons == 0:
-        return Judgement(Verdict.NOT_REPRODUCED, "no unit singles out the outlier positions", rule)
-    return _judge(reduction, MIN_OUTLIER_REDUCTION, rule, ".0%", name="reduction")
+        return Judgement(Verdict.NOT_REPRODUCED, "no unit singles out the outlier positions", rule, None, claim)
+    return _judge(claim, reduction, MIN_OUTLIER_REDUCTION, rule, ".0%", name="reduction")
+
+
+#: After the intervention, CLS attention on the former outlier patches / their area share must be at most this
+#: (the same factor that, before, marks attention as concentrated on them).
+MAX_ATTENTION_AFTER = MIN_ATTENTION_ENRICHMENT
+
+
+def judge_test_time_attention(random_weights: bool, has_outliers: bool, n_neurons: int,
+                              enrichment_after: Interval) -> Judgement:
+    """Mechanism (Jiang et al. 2025): with the test-time register, the attention maps clean up.
+
+    ``enrichment_after``: CLS attention share on the patches that were outliers before the intervention
+    over their area share, measured with the register in place, on held-out images.
+    """
+    rule = (f"after the intervention, CLS attention on the former outlier patches / their area share "
+            f"<= {MAX_ATTENTION_AFTER:g}x on held-out images (interval)")
+    claim = "test_time_attention"
+    if random_weights:
+        return _untestable(claim, RANDOM, rule)
+    if not has_outliers:
+        return _untestable(claim, "the model has no outliers whose attention could fall", rule)
+    if n_neurons == 0:
+        return Judgement(Verdict.NOT_REPRODUCED, "no unit singles out the outlier positions", rule, None, claim)
+    return _judge(claim, enrichment_after, MAX_ATTENTION_AFTER, rule, ".1f", above=False,
+                  name="enrichment after")
 
 
 #: Images with boxes that LOST's CorLoc needs before a difference means anything.
 MIN_DISCOVERY_IMAGES = 8
 
 
-def judge_discovery(random_weights: bool, has_outliers: bool, moved: bool, corloc_gain: Interval) -> Judgement:
+def judge_discovery(random_weights: bool, has_outliers: bool, moved: bool, corloc_gain: Interval,
+                    at_floor: bool = False) -> Judgement:
     """Mechanism: LOST finds objects better once the outliers are gone.
 
     ``moved``: the intervention removed outliers; ``corloc_gain``: CorLoc with minus without, paired
-    over the same images.
+    over the same images; ``at_floor``: LOST's box is (almost) the whole image on most images both ways,
+    so CorLoc is near 0 by construction and a difference says nothing.
     """
-    rule = f"CorLoc gain (with - without the register) > 0 (interval, >= {MIN_DISCOVERY_IMAGES} images)"
+    rule = (f"CorLoc gain (with - without the register) > 0 (interval, >= {MIN_DISCOVERY_IMAGES} images); "
+            "LOST at its floor (whole-image boxes): inconclusive")
+    claim = "discovery"
     if random_weights:
-        return _untestable(RANDOM, rule)
+        return _untestable(claim, RANDOM, rule)
     if not has_outliers:
-        return _untestable("the model has no outliers on these images: nothing to remove", rule)
+        return _untestable(claim, "the model has no outliers on these images: nothing to remove", rule)
     if not moved:
-        return _untestable("the register moved no outlier on these images", rule)
+        return _untestable(claim, "the register moved no outlier on these images", rule)
     if corloc_gain.n < MIN_DISCOVERY_IMAGES:
-        return _untestable(f"only {corloc_gain.n} annotated images (need {MIN_DISCOVERY_IMAGES})", rule)
-    return _judge(corloc_gain, 0.0, rule, ".1%", strict=True, name="CorLoc gain")
+        return _untestable(claim, f"only {corloc_gain.n} annotated images (need {MIN_DISCOVERY_IMAGES})", rule)
+    return _discovery_gain(claim, corloc_gain, at_floor, rule)
+
+
+def judge_discovery_registers(plain: str, with_registers: str, random_weights: bool, corloc_gain: Interval,
+                              at_floor: bool = False) -> Judgement:
+    """Paper claim (Table 3): LOST's CorLoc is higher on DINOv2 trained with registers than without.
+
+    ``corloc_gain``: per-image hit (IoU ≥ 0.5) with registers minus without, paired over the same images.
+    """
+    rule = (f"the paper's model pair; CorLoc gain (with - without registers) > 0 (interval, >= "
+            f"{MIN_DISCOVERY_IMAGES} images); LOST at its floor: inconclusive")
+    claim = "discovery_registers"
+    if random_weights:
+        return _untestable(claim, RANDOM, rule)
+    if not _is_register_pair(plain, with_registers):
+        return _untestable(claim, NO_STATEMENT + " pair", rule)
+    if corloc_gain.n < MIN_DISCOVERY_IMAGES:
+        return _untestable(claim, f"only {corloc_gain.n} annotated images (need {MIN_DISCOVERY_IMAGES})", rule)
+    return _discovery_gain(claim, corloc_gain, at_floor, rule)
+
+
+def _is_register_pair(plain: str, with_registers: str) -> bool:
+    """Table 3 compares DINOv2 with and without registers at one size."""
+    return plain.endswith("_dinov2.lvd142m") and with_registers == plain.replace("_patch14_", "_patch14_reg4_")
+
+
+def _discovery_gain(claim: str, corloc_gain: Interval, at_floor: bool, rule: str) -> Judgement:
+    if at_floor:
+        measured = f"CorLoc gain {corloc_gain.text('.1%')}"
+        return Judgement(Verdict.INCONCLUSIVE, measured + ": LOST is at its floor (whole-image boxes on most images), "
+                         "so CorLoc is near 0 both ways by construction", rule, corloc_gain, claim, measured)
+    return _judge(claim, corloc_gain, 0.0, rule, ".1%", strict=True, name="CorLoc gain")

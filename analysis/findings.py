@@ -61,9 +61,10 @@ def patch_grid(features: Features, column: str) -> np.ndarray:
     return frame.loc[order].to_numpy(dtype=np.float64)
 
 
-def has_outliers(cutoff: Cutoff, share: float) -> bool:
-    """A separated high-norm mode holding a minority of the tokens (the adaptive split's own limit)."""
-    return bool(cutoff.found and cutoff.adaptive.bimodal and 0 < share <= metrics.MAX_UPPER_SHARE)
+def has_outliers(cutoff: Cutoff, share: Interval) -> bool:
+    """A separated high-norm mode whose share interval over images lies wholly above 0 (decided from the
+    interval, not from a point flag: a mode that one image alone holds is not enough)."""
+    return bool(cutoff.found and cutoff.adaptive.bimodal and share.low > 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,7 +78,8 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
         norms = patch_grid(feats, "norm")  # (B, Np)
         last = feats.norms[feats.norms.layer == feats.depth - 1]
         cutoff = cutoff_from_norms(norms, threshold, adaptive)
-        share = outlier_share_interval(norms, cutoff.value, seed)
+        share = outlier_share_interval(norms, cutoff.value, seed, refit=adaptive)
+        paper_share = outlier_share_interval(norms, threshold, seed)
         provenance = feats.provenance
         rows.append({
             "model": spec,
@@ -98,7 +100,9 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
             "outlier_share": share.estimate,
             "outlier_share_low": share.low,
             "outlier_share_high": share.high,
-            "has_outliers": has_outliers(cutoff, share.estimate),
+            "share_above_threshold_low": paper_share.low,
+            "share_above_threshold_high": paper_share.high,
+            "has_outliers": has_outliers(cutoff, share),
             "cls_norm_median": float(last[last.kind == "cls"].norm.median()),
             "register_norm_median": float(last[last.kind == "register"].norm.median())
             if (last.kind == "register").any() else float("nan"),
@@ -111,9 +115,30 @@ def share_interval(row: pd.Series) -> Interval:
     return Interval(row.outlier_share, row.outlier_share_low, row.outlier_share_high, int(row.images))
 
 
-def outlier_share_interval(norms: np.ndarray, cutoff: float, seed: int = 0) -> Interval:
-    """Share of patch tokens above ``cutoff`` with its interval over images. ``norms``: ``(B, Np)``."""
-    high = np.asarray(norms) > cutoff if np.isfinite(cutoff) else np.zeros(np.shape(norms), bool)
+def paper_share_interval(row: pd.Series) -> Interval:
+    """The interval of the share above the fixed ``threshold`` stored in a :func:`norm_summary` row."""
+    return Interval(row.share_above_threshold, row.share_above_threshold_low, row.share_above_threshold_high,
+                    int(row.images))
+
+
+def adaptive_share(norms: np.ndarray) -> float:
+    """Share of tokens above the adaptive cutoff fitted on ``norms`` themselves (0 without a mode)."""
+    fit = metrics.adaptive_threshold(norms)
+    return float(np.mean(np.asarray(norms) > fit.threshold)) if fit.bimodal else 0.0
+
+
+def outlier_share_interval(norms: np.ndarray, cutoff: float, seed: int = 0, refit: bool = False) -> Interval:
+    """Share of patch tokens above ``cutoff`` with its interval over images. ``norms``: ``(B, Np)``.
+
+    ``refit``: the cutoff is the adaptive one, so each resample fits its own (the uncertainty of where the
+    cutoff falls is part of the interval); the estimate is still the share above ``cutoff``.
+    """
+    norms = np.asarray(norms)
+    high = norms > cutoff if np.isfinite(cutoff) else np.zeros(np.shape(norms), bool)
+    if refit:
+        estimate = float(np.mean(high))
+        interval = image_bootstrap({"norms": norms}, lambda c: adaptive_share(c["norms"]), seed)
+        return Interval(estimate, interval.low, interval.high, interval.n, interval.method)
     return image_bootstrap({"high": high}, lambda c: float(np.mean(c["high"])), seed)
 
 
@@ -133,6 +158,38 @@ def attention_enrichment(attention: np.ndarray, high: np.ndarray, seed: int = 0)
         return metrics.attention_share(c["attention"], c["high"]) / area
 
     return image_bootstrap({"attention": attention, "high": high}, enrichment, seed)
+
+
+def _mixed_positions(high: np.ndarray) -> np.ndarray:
+    """``(Np,)`` bool: positions holding an outlier in some image and a normal token in another."""
+    return high.any(0) & ~high.all(0)
+
+
+def matched_attention_ratio(attention: np.ndarray, high: np.ndarray) -> float:
+    """Mean CLS attention of high-norm patches over that of normal patches *at the same grid positions*.
+
+    Per position holding both kinds, the two means; pooled over positions weighted by their outliers.
+    nan when no position holds both (pinned outliers). Arrays: ``(B, Np)``.
+    """
+    high = np.asarray(high, dtype=bool)
+    attention = np.asarray(attention, dtype=np.float64)
+    mixed = np.flatnonzero(_mixed_positions(high))
+    if not mixed.size:
+        return float("nan")
+    on, off, weights = [], [], []
+    for position in mixed:
+        column, flags = attention[:, position], high[:, position]
+        on.append(column[flags].mean())
+        off.append(column[~flags].mean())
+        weights.append(flags.sum())
+    off_mean = np.average(off, weights=weights)
+    return float(np.average(on, weights=weights) / off_mean) if off_mean > 0 else float("nan")
+
+
+def matched_attention_interval(attention: np.ndarray, high: np.ndarray, seed: int = 0) -> Interval:
+    """:func:`matched_attention_ratio` with its interval over images."""
+    return image_bootstrap({"attention": attention, "high": high},
+                           lambda c: matched_attention_ratio(c["attention"], c["high"]), seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,15 +222,28 @@ def onset_block(separated: np.ndarray) -> int | None:
     return int(gaps[-1] + 1) if gaps.size else 0
 
 
-def onset_interval(norms: np.ndarray, seed: int = 0, n_resamples: int = 199) -> Interval:
-    """Relative onset depth (onset block / depth) with its interval over images. ``norms``: ``(B, L, Np)``."""
-    depth = norms.shape[1]
+#: Resamples for the onset interval: each one fits a mixture per block (40 for ViT-g), so fewer than
+#: :data:`~analysis.stats.RESAMPLES`; 199 keeps the 2.5 % tails on whole resamples.
+ONSET_RESAMPLES = 199
 
-    def relative_onset(c) -> float:
-        onset = onset_block(separated_blocks(c["norms"]))
-        return float("nan") if onset is None else onset / depth
 
-    return image_bootstrap({"norms": norms}, relative_onset, seed, n_resamples)
+def relative_onset(norms: np.ndarray) -> float:
+    """Onset block / depth for ``(B, L, Np)`` norms; 1.0 (beyond the last block) when no onset exists."""
+    onset = onset_block(separated_blocks(norms))
+    return 1.0 if onset is None else onset / norms.shape[1]
+
+
+def onset_interval(norms: np.ndarray, seed: int = 0, n_resamples: int = ONSET_RESAMPLES) -> Interval:
+    """Relative onset depth (onset block / depth) with its interval over images. ``norms``: ``(B, L, Np)``.
+
+    The estimate is nan when the full sample has no onset (nothing to judge); a *resample* without one
+    counts as 1.0, so it widens the interval towards "never" instead of being dropped.
+    """
+    estimate = onset_block(separated_blocks(norms))
+    interval = image_bootstrap({"norms": norms}, lambda c: relative_onset(c["norms"]), seed, n_resamples)
+    if estimate is None:
+        return Interval(float("nan"), interval.low, interval.high, interval.n, interval.method)
+    return interval
 
 
 def layer_table(norms: np.ndarray) -> pd.DataFrame:
@@ -211,9 +281,9 @@ def position_stability(high: np.ndarray) -> dict[str, float]:
 
     ``max_position_share``: share of images in which the most frequent outlier position holds one;
     ``distinct_positions``: positions that ever hold an outlier; ``outlier_tokens``: all of them;
-    ``pinned``: every outlier position holds an outlier in at least ``PINNED_SHARE`` of the images, so
-    almost no normal token at those positions is left to compare with (the outliers mark positions,
-    not content).
+    ``pinned``: most outlier tokens (all but :data:`MIN_MATCHED_SHARE`) sit at positions that hold an outlier
+    in at least ``PINNED_SHARE`` of the images, so almost no normal token at those positions is left to compare
+    with (the outliers mark positions, not content). A mix of pinned and free positions counts by its tokens.
     """
     high = np.asarray(high, dtype=bool)
     per_position = high.sum(0)
@@ -224,7 +294,8 @@ def position_stability(high: np.ndarray) -> dict[str, float]:
         "max_position_share": float(per_position.max() / high.shape[0]),
         "distinct_positions": int(used.sum()),
         "outlier_tokens": int(high.sum()),
-        "pinned": bool((per_position[used] >= PINNED_SHARE * high.shape[0]).all()),
+        "pinned": bool(per_position[per_position >= PINNED_SHARE * high.shape[0]].sum()
+                       > (1 - MIN_MATCHED_SHARE) * high.sum()),
     }
 
 
@@ -232,17 +303,33 @@ def position_stability(high: np.ndarray) -> dict[str, float]:
 # Redundancy
 
 def position_matched_auc(cosine: np.ndarray, high: np.ndarray) -> float:
-    """ROC AUC of neighbour cosine for outliers vs. non-outliers *at the same grid positions*.
+    """ROC AUC of neighbour cosine for outliers vs. non-outliers *within* grid positions, averaged.
 
-    Only positions holding an outlier in some image and a normal token in another count, so the
-    number of neighbours (2 at corners, 3 at borders, 4 inside) and any other position effect is
-    the same on both sides. nan when no such position exists. Arrays: ``(B, Np)``.
+    Each position holding an outlier in some image and a normal token in another gets its own AUC (its
+    outliers ranked only against normal tokens at that position), and the AUCs are averaged weighted by
+    the position's outliers. Pooling the tokens of all positions instead would let positions that differ
+    in base cosine and in how often they hold an outlier produce an AUC far from 0.5 with no difference
+    inside any position. nan when no such position exists. Arrays: ``(B, Np)``.
     """
     high = np.asarray(high, dtype=bool)
-    mixed = high.any(0) & ~high.all(0)  # positions that are sometimes outliers, sometimes not
-    if not mixed.any():
+    cosine = np.asarray(cosine, dtype=np.float64)
+    mixed = np.flatnonzero(_mixed_positions(high))
+    if not mixed.size:
         return float("nan")
-    return metrics.separation_auc(np.asarray(cosine)[:, mixed].ravel(), high[:, mixed].ravel())
+    aucs = [metrics.separation_auc(cosine[:, p], high[:, p]) for p in mixed]
+    return float(np.average(aucs, weights=high[:, mixed].sum(0)))
+
+
+#: Outliers are "confounded by position" when fewer than this share of them sit at positions that also hold
+#: normal tokens (the within-position comparison would rest on a minority of them).
+MIN_MATCHED_SHARE = 0.5
+
+
+def matched_share(high: np.ndarray) -> float:
+    """Share of outlier tokens at positions that also hold a normal token in another image. ``(B, Np)``."""
+    high = np.asarray(high, dtype=bool)
+    total = high.sum()
+    return float(high[:, _mixed_positions(high)].sum() / total) if total else 0.0
 
 
 def redundancy_intervals(cosine: np.ndarray, high: np.ndarray, seed: int = 0) -> dict[str, Interval]:
@@ -287,6 +374,27 @@ def register_ratio_interval(feats: Features, seed: int = 0) -> Interval:
     patches = patch_grid(feats, "norm")
     return image_bootstrap({"registers": registers.to_numpy(), "patches": patches},
                            lambda c: float(np.median(c["registers"]) / np.median(c["patches"])), seed)
+
+
+def share_on_scale(norms: np.ndarray, cutoff_ratio: float) -> float:
+    """Share of tokens whose norm / the sample's median exceeds ``cutoff_ratio``. ``norms``: ``(B, Np)``."""
+    norms = np.asarray(norms, dtype=np.float64)
+    return float(np.mean(norms / np.median(norms) > cutoff_ratio)) if np.isfinite(cutoff_ratio) else 0.0
+
+
+def register_reduction_interval(plain: np.ndarray, registers: np.ndarray, cutoff_ratio: float,
+                                seed: int = 0) -> Interval:
+    """1 - share(register model) / share(plain model) on the plain model's scale, over the same images.
+
+    ``plain``, ``registers``: ``(B, Np)`` last-block patch norms of the two models on the same images (rows
+    paired); ``cutoff_ratio``: the plain model's cutoff / its median patch norm. Both shares count tokens above
+    that ratio of their own model's median, so models of different norm scale compare; not exact zero.
+    """
+    def reduction(c) -> float:
+        before = share_on_scale(c["plain"], cutoff_ratio)
+        return float("nan") if before == 0 else 1 - share_on_scale(c["registers"], cutoff_ratio) / before
+
+    return image_bootstrap({"plain": plain, "registers": registers}, reduction, seed)
 
 
 # ---------------------------------------------------------------------------------------------
