@@ -339,10 +339,15 @@ def judge_outliers(model: str, random_weights: bool, bimodal: bool, share: Inter
     expected = paper_expectation(model)
     if expected is None:
         return _untestable(claim, NO_STATEMENT, rule, measured)
-    paper = paper_statement(model)
-    readings = [(bimodal, share)]
-    if paper_share is not None and model in PAPER_CUTOFF:
-        readings.append((True, paper_share))  # the paper's fixed cutoff needs no mode to be found
+    judged = outlier_presence(expected, bimodal, share, paper_share if model in PAPER_CUTOFF else None)
+    return Judgement(judged.verdict, measured + judged.reason, rule, share, claim, measured, paper_statement(model))
+
+
+def outlier_presence(expected: bool, bimodal: bool, share: Interval, paper_share: Interval | None = None) -> Judgement:
+    """The rule of :func:`judge_outliers` without the model's name: does the run show a few high-norm tokens
+    (``expected`` True) or none (False)? With ``paper_share`` (a fixed cutoff's reading, which needs no mode to
+    be found) both readings must agree for *reproduced*; both must fail for *not reproduced*."""
+    readings = [(bimodal, share)] + ([(True, paper_share)] if paper_share is not None else [])
     verdicts = [_few_outliers(found, interval) if expected else _no_outliers(found, interval)
                 for found, interval in readings]
     if all(v is Verdict.REPRODUCED for v in verdicts):
@@ -351,8 +356,8 @@ def judge_outliers(model: str, random_weights: bool, bimodal: bool, share: Inter
         verdict = Verdict.NOT_REPRODUCED
     else:
         verdict = Verdict.INCONCLUSIVE
-    reason = measured + (": the two definitions disagree" if len(set(verdicts)) > 1 else "")
-    return Judgement(verdict, reason, rule, share, claim, measured, paper)
+    return Judgement(verdict, ": the two definitions disagree" if len(set(verdicts)) > 1 else "", "", share,
+                     "outliers")
 
 
 def _few_outliers(bimodal: bool, share: Interval) -> Verdict:
@@ -612,7 +617,13 @@ def judge_registers(plain: str, with_registers: str, random_weights: bool, plain
         return _untestable(claim, NO_STATEMENT + " pair", rule)
     if not plain_has_outliers:
         return _untestable(claim, "the model without registers has no outliers to remove", rule)
-    return _judge(claim, reduction, MIN_REGISTER_REDUCTION, rule, ".0%", name="reduction")
+    return register_reduction_rule(reduction, rule)
+
+
+def register_reduction_rule(reduction: Interval, rule: str = "") -> Judgement:
+    """The rule of :func:`judge_registers` without the pair's names: a reduction of at least
+    :data:`MIN_REGISTER_REDUCTION`."""
+    return _judge("registers", reduction, MIN_REGISTER_REDUCTION, rule, ".0%", name="reduction")
 
 
 def judge_norm_in_registers(plain: str, with_registers: str, random_weights: bool, registers_ratio: Interval,
@@ -629,9 +640,15 @@ def judge_norm_in_registers(plain: str, with_registers: str, random_weights: boo
         return _untestable(claim, RANDOM, rule)
     if PAPER_REGISTER_PAIRS.get(plain) != with_registers:
         return _untestable(claim, NO_STATEMENT + " pair", rule)
+    return norm_in_registers_rule(registers_ratio, plain_cutoff_ratio, rule)
+
+
+def norm_in_registers_rule(registers_ratio: Interval, plain_cutoff_ratio: float, rule: str = "") -> Judgement:
+    """The rule of :func:`judge_norm_in_registers` without the pair's names."""
     if not math.isfinite(plain_cutoff_ratio):
-        return _untestable(claim, "the model without registers has no outlier cutoff", rule)
-    return _judge(claim, registers_ratio, plain_cutoff_ratio, rule, ".1f", name="register/patch norm ratio")
+        return _untestable("norm_in_registers", "the model without registers has no outlier cutoff", rule)
+    return _judge("norm_in_registers", registers_ratio, plain_cutoff_ratio, rule, ".1f",
+                  name="register/patch norm ratio")
 
 
 #: The test-time register must remove at least this share of the outliers on held-out images.

@@ -1,14 +1,35 @@
 """Unsupervised object discovery with LOST (Siméoni et al. 2021) and its CorLoc score (paper, Table 3).
 
-LOST on the last block's *key* features ``F`` ``(Np, d)`` of one image:
+``lost`` follows ``lost``, ``patch_scoring`` and ``detect_box`` in ``object_discovery.py`` of
+https://github.com/valeoai/LOST (commit fcedbec), restated here, on the last block's *key* features
+``F`` ``(Np, d)`` of one image (prefix tokens dropped, heads concatenated, no normalisation):
 
-1. patch similarity ``A = F Fᵀ``; a patch's degree is its number of positive correlations;
-2. the seed is the patch of lowest degree (objects are smaller than the background);
-3. the seed is expanded to those of the ``k`` lowest-degree patches that correlate positively with it;
-4. a patch belongs to the object when its summed similarity to the expanded set is positive;
-5. the box is the bounding box of the mask's connected component that holds the seed.
+1. patch similarity ``A = F Fᵀ``;
+2. a patch's degree is its number of *strictly positive* similarities to the *other* patches
+   (LOST zeroes the diagonal before counting ``A > 0``);
+3. patches are ordered by increasing degree; the seed is the first one;
+4. the seed is expanded to those of the first ``k`` patches in that order (the seed among them)
+   whose similarity to the seed is strictly positive; the seed's own ``‖f‖² > 0`` keeps it in;
+5. a patch belongs to the mask when its summed similarity to the expanded set is strictly positive
+   (the full ``A``, diagonal included, is summed here);
+6. the box is the bounding box of the mask's 4-connected component (``scipy.ndimage.label``'s
+   default cross) that holds the seed, end exclusive (LOST's "+1"); LOST multiplies it by the patch
+   size, as ``patch_box_to_pixels`` does. A seed outside the mask (only possible when its key is
+   zero) is an error in LOST and here.
+
+Ties. LOST orders patches with ``torch.argsort`` (not stable), so which of several equally low-degree
+patches becomes the seed, and which enter the ``k`` potentials, is left unspecified. Here the order
+is made deterministic: by degree, then by *weighted* degree (the sum of the positive off-diagonal
+similarities, the same inverse-centrality idea measured continuously), then by patch index. Where
+degrees do not tie this is LOST's order exactly.
 
 CorLoc is the share of images whose box overlaps a ground-truth box with IoU ≥ 0.5.
+
+The floor. When every pair of keys correlates positively (as on the offline ViT-Ti's last block),
+the mask is the whole grid and the box the whole image, whatever the seed: CorLoc then sits at its
+floor by construction, with or without any intervention. ``box_area_share``, ``floor_share`` and
+``at_floor`` detect this; a CorLoc comparison in which either side is at its floor says nothing.
+
 VOC-style folders (``JPEGImages/`` + ``Annotations/*.xml``) are read directly.
 """
 
@@ -23,6 +44,9 @@ from scipy import ndimage
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
 
+WHOLE_IMAGE_SHARE = 0.95  # a box covering at least this share of the patch grid is a whole-image box
+FLOOR_SHARE = 0.5  # LOST is at its floor when at least this share of images give whole-image boxes
+
 
 @dataclass(frozen=True)
 class Discovery:
@@ -31,18 +55,87 @@ class Discovery:
     box: tuple[int, int, int, int]  # row0, col0, row1, col1 in patches, end exclusive
 
 
+def patch_order(similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LOST's inverse-degree order of the patches, from their similarity ``(Np, Np)``.
+
+    Returns ``(order, degree)``: ``order`` ``(Np,)`` patch indices, lowest degree first (ties broken
+    by weighted degree, then index; see the module's docstring), and ``degree`` ``(Np,)`` int, each
+    patch's count of strictly positive similarities to the other patches.
+    """
+    positive = np.where(similarity > 0, similarity, 0.0)
+    np.fill_diagonal(positive, 0.0)
+    degree = (positive > 0).sum(1)
+    weighted = positive.sum(1)
+    return np.lexsort((np.arange(len(degree)), weighted, degree)), degree
+
+
 def lost(keys: np.ndarray, grid: tuple[int, int], k: int = 100) -> Discovery:
-    """LOST on one image's patch keys ``(Np, d)`` laid out on ``grid = (h, w)``."""
+    """LOST on one image's patch keys ``(Np, d)`` laid out row-major on ``grid = (h, w)``.
+
+    ``k``: how many of the lowest-degree patches are candidates for the seed's expansion (LOST's
+    ``k_patches``, 100 by default there too). Raises ``ValueError`` when the seed falls outside the
+    mask, as LOST does (only when the seed's key is zero).
+    """
+    keys = np.asarray(keys, dtype=np.float64)
     similarity = keys @ keys.T
-    degree = (similarity >= 0).sum(1)
-    seed = int(np.argmin(degree))
-    lowest = np.argsort(degree, kind="stable")[: min(k, len(degree))]
-    expanded = lowest[similarity[seed, lowest] >= 0]
-    mask = (similarity[:, expanded].sum(1) >= 0).reshape(grid)
+    order, _ = patch_order(similarity)
+    seed = int(order[0])
+    potentials = order[:k]
+    expanded = potentials[similarity[seed, potentials] > 0]
+    mask = (similarity[expanded].sum(0) > 0).reshape(grid)
     components, _ = ndimage.label(mask)
-    component = components == components.flat[seed]
+    label = components.flat[seed]
+    if label == 0:
+        raise ValueError("LOST: the seed lies outside its own mask (its key is zero)")
+    component = components == label
     rows, cols = np.nonzero(component)
     return Discovery(seed, component, (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1))
+
+
+def discover(keys: np.ndarray, grid: tuple[int, int], k: int = 100) -> list[Discovery]:
+    """``lost`` on each image's patch keys ``(B, Np, d)``: ``B`` discoveries, in order."""
+    return [lost(keys[i], grid, k) for i in range(len(keys))]
+
+
+def box_area_share(found: Discovery, grid: tuple[int, int] | None = None) -> float:
+    """Share of the patch grid ``(h, w)`` (default: the mask's shape) that the box ``found.box`` covers, in [0, 1]."""
+    h, w = grid if grid is not None else found.mask.shape
+    row0, col0, row1, col1 = found.box
+    return (row1 - row0) * (col1 - col0) / (h * w)
+
+
+def floor_share(discoveries: list[Discovery], grid: tuple[int, int] | None = None,
+                whole: float = WHOLE_IMAGE_SHARE) -> float:
+    """Share of images whose box is a whole-image box: ``box_area_share ≥ whole`` (0.95 of the grid).
+
+    ``discoveries``: one ``Discovery`` per image (from ``lost``/``discover``). nan when empty.
+    """
+    if not discoveries:
+        return float("nan")
+    return float(np.mean([box_area_share(found, grid) >= whole for found in discoveries]))
+
+
+def at_floor(discoveries: list[Discovery], grid: tuple[int, int] | None = None) -> bool:
+    """Is LOST at its floor on these images: do at least ``FLOOR_SHARE`` of them give whole-image boxes?
+
+    At the floor CorLoc is near 0 by construction; a comparison with such a side is inconclusive.
+    An empty list counts as at the floor (nothing can be said).
+    """
+    share = floor_share(discoveries, grid)
+    return bool(np.isnan(share) or share >= FLOOR_SHARE)
+
+
+def paired_hit_difference(without: np.ndarray, with_: np.ndarray) -> np.ndarray:
+    """Per-image CorLoc difference of two models on the same images (paper, Table 3).
+
+    ``without``, ``with_``: ``(B,)`` bool hits (from ``hits``) of the model without and with trained
+    registers, paired by image. Returns ``(B,)`` float in {-1, 0, 1}: ``with_ - without``; its mean is
+    the CorLoc gain, and a bootstrap over its entries (e.g. ``findings.image_bootstrap``) its interval.
+    """
+    without, with_ = np.asarray(without, dtype=bool), np.asarray(with_, dtype=bool)
+    if without.shape != with_.shape or without.ndim != 1:
+        raise ValueError(f"hits must be paired (B,) arrays, got {without.shape} and {with_.shape}")
+    return with_.astype(float) - without.astype(float)
 
 
 def patch_box_to_pixels(box: tuple[int, int, int, int], patch: int, scale: tuple[float, float] = (1.0, 1.0)) -> Box:
@@ -147,10 +240,15 @@ def planted_voc(folder: str | Path, count: int = 16, seed: int = 0, size: int = 
     return folder
 
 
+def pixel_boxes(discoveries: list[Discovery], patch: int, scales: list[tuple[float, float]]) -> list[Box]:
+    """Each discovery's box in its original image's pixels (``scales[i]``: that image's ``(sx, sy)``)."""
+    return [patch_box_to_pixels(found.box, patch, scales[i]) for i, found in enumerate(discoveries)]
+
+
 def find_boxes(keys: np.ndarray, grid: tuple[int, int], patch: int, scales: list[tuple[float, float]],
                k: int = 100) -> list[Box]:
     """LOST on each image's patch keys ``(B, Np, d)``; boxes in the original images' pixels."""
-    return [patch_box_to_pixels(lost(keys[i], grid, k).box, patch, scales[i]) for i in range(len(keys))]
+    return pixel_boxes(discover(keys, grid, k), patch, scales)
 
 
 def hits(predicted: list[Box], truth: list[list[Box]], threshold: float = 0.5) -> np.ndarray:

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from . import hooks, images, metrics, models
+from . import hooks, images, metrics, models, twins
 
 DEFAULT_CACHE_ENV = "REGISTERS_CACHE"
 FRAMES = ("norms", "patches", "attention")
@@ -344,6 +345,7 @@ def extract(
     precision: str = "float32",
     allow_hub: bool = True,
     progress: bool = True,
+    plant: "twins.Plant | None" = None,
 ) -> Features:
     """Features of ``spec`` on a seeded sample of ``n_images`` from ``image_source`` at ``resolution`` px.
 
@@ -351,7 +353,9 @@ def extract(
     ``keep``: arrays to store besides the reductions (``"output"``, ``"keys"``); ``square``: squeeze
     the whole image to a square instead of taking the centre crop (boxes then map back by scaling);
     ``precision``: ``"bfloat16"`` runs under autocast once its norms agreed with float32 on the first
-    batch within :data:`PRECISION_TOLERANCE` (else :class:`PrecisionError`).
+    batch within :data:`PRECISION_TOLERANCE` (else :class:`PrecisionError`);
+    ``plant``: run the model as a twin with planted high-norm tokens (:mod:`analysis.twins`); the plant
+    goes into the cache key, ``meta["plant"]`` and, per image, what was planted into ``meta["planted"]``.
     Reads the cache when the same pass was done before; otherwise runs the model once.
     """
     autocast(torch.device("cpu"), precision)  # an unknown precision is refused before anything runs
@@ -368,8 +372,11 @@ def extract(
     images.check_resolution(resolution, models.patch_size(architecture))
     image_key = f"{images.image_set_key(ordered)}:{n_images}"
     key = cache_key(provenance, spec, image_key, resolution, square, precision)
+    if plant is not None:
+        key = twins.cache_key(key, plant)
     cache = Path(cache_dir or default_cache_dir())
-    folder = cache / f"{provenance.model}-{'random-' if provenance.is_random else ''}{key}"
+    twin = f"twin-{plant.name}-" if plant is not None else ""
+    folder = cache / f"{provenance.model}-{'random-' if provenance.is_random else ''}{twin}{key}"
     if (folder / "meta.json").is_file():
         kept = json.loads((folder / "meta.json").read_text()).get("kept", [])
         if set(keep) <= set(kept):
@@ -387,8 +394,10 @@ def extract(
     writer = EntryWriter(folder, len(records))
     batches = images.iter_batches(records, transform, batch_size)
     total = -(-len(records) // batch_size)
-    capture, predicted, deviation = None, [], None
+    capture, predicted, deviation, planted = None, [], None, {}
+    planting = ExitStack()  # a twin's hooks (analysis.twins), removed in `finally`
     try:
+        ledger = planting.enter_context(twins.attach(model, plant)) if plant is not None else None
         for chunk, pixels in tqdm(batches, total=total, desc=f"{spec} @ {resolution}px", unit="batch",
                                   disable=None if progress else True):  # None: only on a terminal
             pixels = pixels.to(target)
@@ -400,6 +409,8 @@ def extract(
             writer.add_batch(frames_from_capture(capture, [r.image_id for r in chunk]),
                              {name: getattr(capture, name).float().cpu().numpy() for name in keep}, len(chunk))
             predicted += capture.predicted_class.tolist()
+            if ledger is not None:
+                planted.update(ledger.last_pass([r.image_id for r in chunk]))
         meta = {
             "spec": spec,
             "provenance": provenance.as_dict(),
@@ -423,10 +434,14 @@ def extract(
             "square": square,
             "kept": sorted(keep),
         }
+        if plant is not None:
+            meta["plant"], meta["planted"] = plant.as_dict(), planted
         writer.commit(meta)
     except BaseException:  # interrupted or failed before the rename: no temporary folder is left behind
         writer.abort()
         raise
+    finally:
+        planting.close()
     log_pass(cache, {"spec": spec, "images": image_key, "resolution": resolution,
-                     "keep": sorted(keep), "square": square})
+                     "keep": sorted(keep), "square": square, **({"plant": plant.name} if plant is not None else {})})
     return _read_entry(folder)

@@ -57,6 +57,7 @@ CI: dict[str, dict] = {
     "summary": {},
     "your_image": {**{k: v for k, v in COMMON_CI.items() if k not in ("image_source", "n_images")},
                    "image": "builtin:chelsea", "models": [TINY, f"random:{TINY}"]},
+    "validation": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, "n_images": 12},
     "quality": {},
 }
 
@@ -66,8 +67,8 @@ PAPER: dict[str, dict] = {
         "models": [
             "vit_base_patch16_224.dino",
             "vit_giant_patch14_dinov2.lvd142m",
-            "deit3_large_patch16_224.fb_in1k",
-            "vit_large_patch14_clip_224.laion2b",
+            "deit3_base_patch16_224.fb_in22k_ft_in1k",
+            "vit_base_patch16_clip_224.laion2b",
             "vit_giant_patch14_reg4_dinov2.lvd142m",
         ],
     },
@@ -105,6 +106,7 @@ PAPER: dict[str, dict] = {
                    "image": "builtin:chelsea",
                    "models": ["vit_base_patch16_224.dino", "vit_giant_patch14_dinov2.lvd142m",
                               "vit_giant_patch14_reg4_dinov2.lvd142m"]},
+    "validation": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, "n_images": 12},
     "quality": {},
 }
 

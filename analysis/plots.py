@@ -327,3 +327,25 @@ def census(table: pd.DataFrame) -> plt.Figure:
     ax.set_title("Which ViTs have high-norm tokens?")
     fig.tight_layout()
     return fig
+
+
+def validation_grid(table: pd.DataFrame) -> plt.Figure:
+    """Twins (rows) × checks (columns): each cell names the verdict the rule gave, green where it matches the
+    twin's declared truth, red where it does not, blank where the check does not apply to that twin."""
+    checks = list(dict.fromkeys(table.check))
+    names = list(dict.fromkeys(table.twin))
+    fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.55 * len(names)))
+    colour = np.full((len(names), len(checks), 3), 1.0)
+    for row in table.itertuples():
+        i, j = names.index(row.twin), checks.index(row.check)
+        colour[i, j] = (0.80, 0.92, 0.77) if row.matches else (0.96, 0.70, 0.70)
+        ax.text(j, i, row.verdict.replace("not ", "not\n"), ha="center", va="center", fontsize=8)
+    ax.imshow(colour, aspect="auto")
+    ax.set_xticks(range(len(checks)), [c.replace(" ", "\n", 2) for c in checks], fontsize=8)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("check (the finding page whose rule it runs)")
+    ax.set_ylabel("twin")
+    matched = int(table.matches.sum())
+    ax.set_title(f"Rules against planted truth: {matched} of {len(table)} verdicts match")
+    fig.tight_layout()
+    return fig

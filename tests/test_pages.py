@@ -14,7 +14,7 @@ import pytest
 from analysis import params, run
 from analysis.run import PAGES, ROOT
 
-FINDINGS = [p for p in PAGES if p not in ("intro", "census", "claims", "summary", "your_image", "quality")]
+FINDINGS = [p for p in PAGES if p not in ("intro", "census", "claims", "summary", "your_image", "validation", "quality")]
 
 #: The verdict of every claim of the ci book, page by page (offline ViT-Ti + random controls).
 CI_VERDICTS = {
@@ -51,6 +51,16 @@ def test_ci_verdicts_and_controls(page, ci_book):
     controls = results(f"{page}_controls")
     assert controls.passed.all(), controls
     assert not claims.model.str.contains("random init").any() or (claims.verdict == "not testable").all()
+
+
+@pytest.mark.slow
+def test_every_rule_finds_its_planted_truth(ci_book):
+    """The validation page: each twin x check, the rule's verdict against the twin's declared truth."""
+    table = results("validation")
+    assert len(table) >= 25 and table.twin.nunique() == 7
+    assert table.matches.all(), table[~table.matches][["twin", "check", "expected", "verdict", "measured"]]
+    # both kinds of truth are present, so a rule that always says one thing cannot pass
+    assert {"reproduced", "not reproduced", "inconclusive"} <= set(table.expected)
 
 
 @pytest.mark.slow
@@ -123,7 +133,7 @@ def test_training_time_with_a_random_model_is_a_control_not_a_crash():
 
 
 def test_pages_follow_the_table_of_contents():
-    assert PAGES[0] == "attention_maps" and PAGES[-1] == "quality" and "claims" in PAGES
+    assert PAGES[0] == "attention_maps" and PAGES[-1] == "quality" and "claims" in PAGES and "validation" in PAGES
     assert run.page_reads("claims") == ["results/*_claims.parquet", "results/*_controls.parquet"]
     assert run.page_reads("norm_histogram") == []
 

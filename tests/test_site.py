@@ -96,9 +96,11 @@ def test_page_reads_well_at_1280px(page, site, browser):
     assert not leaks, f"{page}: absolute paths of the build machine {sorted(set(leaks))[:5]}"
     assert "{glue" not in text and "glue_warning" not in path.read_text()
     name = page.split("/")[-1]
-    if name in {p for p in toc_pages()} - {"census", "claims", "summary", "your_image", "quality"}:
+    if name in {p for p in toc_pages()} - {"census", "claims", "summary", "your_image", "validation", "quality"}:
         assert "Verdict of this run:" in text, f"{page}: no verdict"
         assert "Rule:" in text and "[" in text, f"{page}: the verdict shows no rule or interval"
+    if name == "validation":
+        assert "Rules against planted truth: every rule found its planted truth" in text, f"{page}: a twin misjudged"
 
 
 def test_plain_jupyter_book_build_at_the_root_stops_with_one_line(tmp_path):

@@ -1,0 +1,94 @@
+"""Findings on planted arrays whose answer is known: position-stratified comparisons, the register reduction,
+onset resamples, the cutoff refit inside resamples."""
+
+import numpy as np
+import pytest
+
+from analysis import findings
+
+
+def two_positions(n_images: int = 40, seed: int = 0):
+    """Two grid positions that differ in base cosine and in how often they hold an outlier, with *no*
+    difference between outliers and normal tokens inside either position."""
+    rng = np.random.default_rng(seed)
+    cosine = np.stack([rng.normal(0.9, 0.02, n_images), rng.normal(0.3, 0.02, n_images)], axis=1)  # (B, 2)
+    high = np.zeros((n_images, 2), bool)
+    high[: int(0.8 * n_images), 0] = True  # position 0: high cosine, outlier in 80 % of images
+    high[: int(0.1 * n_images), 1] = True  # position 1: low cosine, outlier in 10 %
+    return cosine, high
+
+
+def test_pooling_positions_invents_redundancy_that_stratifying_does_not():
+    from analysis import metrics
+
+    cosine, high = two_positions()
+    pooled = metrics.separation_auc(cosine.ravel(), high.ravel())
+    assert pooled > 0.8  # the confound: position alone separates
+    assert findings.position_matched_auc(cosine, high) == pytest.approx(0.5, abs=0.15)
+
+
+def test_stratified_auc_finds_a_planted_difference_within_positions():
+    cosine, high = two_positions()
+    cosine = cosine + 0.1 * high  # outliers 0.1 more similar to their neighbours than normal tokens there
+    assert findings.position_matched_auc(cosine, high) > 0.95
+
+
+def test_stratified_auc_weights_positions_by_their_outliers():
+    cosine = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])  # (4 images, 2 positions)
+    high = np.array([[True, True], [False, True], [False, True], [False, False]])
+    # position 0: the outlier has the highest cosine (AUC 1); position 1: outliers 1, 0, 0 vs normal 0 (AUC 4/6)
+    expected = (1 * 1.0 + 3 * (2 / 3)) / 4
+    assert findings.position_matched_auc(cosine, high) == pytest.approx(expected)
+
+
+def test_pinned_counts_tokens_not_positions():
+    high = np.zeros((20, 10), bool)
+    high[:, 0] = True  # one position holds an outlier in every image
+    assert findings.position_stability(high)["pinned"]
+    high[np.arange(20), 1 + np.arange(20) % 9] = True  # and one free outlier per image elsewhere: half pinned
+    assert not findings.position_stability(high)["pinned"]
+    high[:, 9] = True  # a second always-on position: 40 pinned of 60
+    assert findings.position_stability(high)["pinned"]
+    assert findings.matched_share(high) < 0.5
+
+
+def test_matched_attention_tells_position_from_outlier():
+    rng = np.random.default_rng(1)
+    attention = np.tile([0.5, 0.1, 0.1, 0.1, 0.2], (30, 1)) + rng.normal(0, 0.005, (30, 5))
+    high = np.zeros((30, 5), bool)
+    high[:15, 0] = True  # outliers sit where attention is high anyway
+    high[15:, 4] = True
+    assert findings.matched_attention_ratio(attention, high) == pytest.approx(1.0, abs=0.05)
+    boosted = attention + 0.4 * high  # now outliers draw more than normal tokens at their positions
+    assert findings.matched_attention_ratio(boosted, high) > 1.8
+    assert np.isnan(findings.matched_attention_ratio(attention, np.ones((30, 5), bool)))
+
+
+def test_register_reduction_on_the_plain_models_scale():
+    rng = np.random.default_rng(2)
+    plain = rng.lognormal(np.log(20), 0.2, (16, 100))
+    plain[:, :3] *= 30  # 3 % outliers far above the median
+    registers = 10 * rng.lognormal(np.log(20), 0.2, (16, 100))  # another scale, no outliers
+    ratio = 8.0
+    clean = findings.register_reduction_interval(plain, registers, ratio)
+    assert clean.estimate == pytest.approx(1.0) and clean.low == pytest.approx(1.0)
+    registers[:, :3] *= 30  # same outliers with registers: nothing removed
+    kept = findings.register_reduction_interval(plain, registers, ratio)
+    assert kept.estimate == pytest.approx(0.0) and kept.high < 0.5
+
+
+def test_onset_resamples_without_onset_count_as_never():
+    assert findings.relative_onset(np.ones((2, 4, 10))) == 1.0
+    interval = findings.onset_interval(np.ones((6, 4, 10)), n_resamples=19)
+    assert np.isnan(interval.estimate)
+
+
+def test_outlier_share_refits_the_cutoff_inside_resamples():
+    rng = np.random.default_rng(3)
+    norms = rng.lognormal(np.log(20), 0.2, (12, 200))
+    norms[0, :6] = 600.0  # one image alone holds the outliers
+    cutoff = findings.cutoff_from_norms(norms, 150.0)
+    refit = findings.outlier_share_interval(norms, cutoff.value, refit=True)
+    assert refit.estimate == pytest.approx(6 / 2400)
+    assert refit.low == 0.0  # resamples without that image have no mode: the share can be 0
+    assert not findings.has_outliers(cutoff, refit)
