@@ -269,7 +269,8 @@ def _judge(claim: str, interval: Interval, margin: float, rule: str, fmt: str, a
         needed = None if _too_few(interval) else images_to_settle(interval, margin)
         reason += (f": the interval straddles the margin; about {needed} images would likely settle it"
                    if needed else ": too few images to decide" if _too_few(interval) else
-                   ": the interval straddles the margin")
+                   ": no interval could be computed" if math.isnan(interval.low) or math.isnan(interval.high)
+                   else ": the interval straddles the margin")
     return Judgement(verdict, reason, rule, interval, claim, measured)
 
 
@@ -409,10 +410,13 @@ def judge_attention(random_weights: bool, has_outliers: bool, enrichment: Interv
     if matched is None or math.isnan(matched.estimate):  # no position holds both kinds: area share alone
         return Judgement(judged.verdict, judged.reason, rule, enrichment, claim, measured)
     verdict = both(judged.verdict, interval_rule(matched, MIN_ATTENTION_ENRICHMENT))
-    reason = measured + ("" if verdict is judged.verdict else
-                         ": the position-matched reading decides (at the same positions, normal patches draw "
-                         "comparable attention)" if verdict is Verdict.NOT_REPRODUCED else
-                         ": the position-matched reading does not clear the margin")
+    if verdict is judged.verdict:  # the area-share reason, naming both readings
+        reason = judged.reason.replace(f"enrichment {enrichment.text('.1f')}", measured, 1)
+    elif verdict is Verdict.NOT_REPRODUCED:
+        reason = (measured + ": the position-matched reading decides (at the same positions, normal patches draw "
+                  "comparable attention)")
+    else:
+        reason = measured + ": the position-matched reading does not clear the margin"
     return Judgement(verdict, reason, rule, enrichment, claim, measured)
 
 
@@ -480,6 +484,9 @@ def judge_size_trend(sizes: list[tuple[str, bool, bool]]) -> Judgement:
         return Judgement(Verdict.NOT_REPRODUCED, "the largest size has no outliers", rule, None, claim, measured)
     if flags[0]:
         return Judgement(Verdict.NOT_REPRODUCED, "the smallest size has outliers too", rule, None, claim, measured)
+    onset = flags.index(True)
+    if not all(flags[onset:]):
+        return Judgement(Verdict.NOT_REPRODUCED, "outliers come and go with size", rule, None, claim, measured)
     return Judgement(Verdict.REPRODUCED, f"outliers from {series[flags.index(True)][0]} up, none at the smallest",
                      rule, None, claim, measured)
 
@@ -511,7 +518,8 @@ def judge_training_onset(steps: list[tuple[float, bool, bool]]) -> Judgement:
         return Judgement(Verdict.NOT_REPRODUCED, "the final checkpoint has no outliers", rule, None, claim)
     if trained[0][1]:
         return Judgement(Verdict.NOT_REPRODUCED, "outliers already at the first checkpoint", rule, None, claim)
-    first = next(i for i, (_, has) in enumerate(trained) if has)
+    # the onset: the first checkpoint from which every later one has outliers (they may come and go before)
+    first = max(i for i, (_, has) in enumerate(trained) if not has) + 1
     bracket = (trained[first - 1][0], trained[first][0])
     measured = f"onset between {bracket[0]:.0%} and {bracket[1]:.0%} of training"
     if bracket[1] < low or bracket[0] > high:
@@ -743,7 +751,8 @@ def judge_discovery_registers(plain: str, with_registers: str, random_weights: b
 
 def _is_register_pair(plain: str, with_registers: str) -> bool:
     """Table 3 compares DINOv2 with and without registers at one size."""
-    return plain.endswith("_dinov2.lvd142m") and with_registers == plain.replace("_patch14_", "_patch14_reg4_")
+    return ("_patch14_dinov2.lvd142m" in plain and "_reg4_" not in plain
+            and with_registers == plain.replace("_patch14_", "_patch14_reg4_"))
 
 
 def _discovery_gain(claim: str, corloc_gain: Interval, at_floor: bool, rule: str) -> Judgement:

@@ -54,6 +54,9 @@ METHOD = "auto"
 #: Fewest images for which :data:`METHOD` is trusted (simulated coverage >= 0.93 for the
 #: mean-type statistics, see the module docstring); below it the interval is "too few images".
 MIN_IMAGES = 8
+#: Per-image values with at most this many levels (hits, CorLoc gains in {-1, 0, 1}) are a lattice,
+#: on which the bootstrap-t is lumpy: ``"auto"`` gives them the expanded BCa interval.
+LATTICE_LEVELS = 3
 #: Default most share of resamples that may be undefined (nan) before the interval is not
 #: measured (with ``undefined="drop"``).
 MAX_UNDEFINED = 0.5
@@ -219,12 +222,20 @@ def _is_mean(estimate: float, draws: np.ndarray, index: np.ndarray, influence: n
     return bool(np.all(np.abs(draws - predicted) <= 1e-9 * scale))
 
 
+def _levels(values: np.ndarray) -> int:
+    """Distinct values, to rounding."""
+    ordered = np.sort(values)
+    scale = max(float(np.max(np.abs(ordered))), 1e-300)
+    return 1 + int(np.sum(np.diff(ordered) > 1e-9 * scale))
+
+
 def _ends(method: str, estimate: float, draws: np.ndarray, index: np.ndarray, jack: np.ndarray | None,
           n: int, undefined: str) -> tuple[float, float, str]:
     """Interval ends from the resamples (``draws`` may hold nan) and the name of the interval used.
 
-    ``"auto"`` takes the studentized interval for a mean of per-image values (clipped to the range
-    of those values, which no resample can leave) unless one of its ends is unbounded (resamples
+    ``"auto"`` takes the studentized interval for a mean of per-image values with more than
+    :data:`LATTICE_LEVELS` levels (clipped to the range of those values, which no resample can
+    leave) unless one of its ends is unbounded (resamples
     drawing a single value n times have no spread, hence an infinite t; once they fill a tail the
     end is infinite), and expanded BCa otherwise. ``"studentized"`` falls back to expanded BCa only
     when the jackknife gives no standard error.
@@ -235,7 +246,8 @@ def _ends(method: str, estimate: float, draws: np.ndarray, index: np.ndarray, ja
     defined, defined_index = draws[~missing], index[~missing]
     influence = None if jack is None else _influence(jack)
     if influence is not None and (method == "studentized" or (
-            method == "auto" and not share and _is_mean(estimate, defined, defined_index, influence))):
+            method == "auto" and not share and _levels(influence) > LATTICE_LEVELS
+            and _is_mean(estimate, defined, defined_index, influence))):
         ends = _studentized_ends(estimate, defined, defined_index, influence)
         if ends is not None and (method == "studentized" or all(map(math.isfinite, ends))):
             low, high = ends

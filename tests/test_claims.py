@@ -511,6 +511,7 @@ def test_few_outliers_around_the_ten_percent_ceiling():
     assert claims.outlier_presence(True, True, Interval(0.02, NAN, NAN, 4)).verdict is Verdict.INCONCLUSIVE
     assert claims.outlier_presence(True, True, Interval(0.02, 0.01, NAN, 8)).verdict is Verdict.INCONCLUSIVE
     assert claims.outlier_presence(False, True, Interval(0.02, NAN, NAN, 4)).verdict is Verdict.INCONCLUSIVE
+    assert claims.outlier_presence(True, True, Interval(0.3, 0.2, NAN, 8)).verdict is Verdict.INCONCLUSIVE  # not measured
 
 
 # --- attention -------------------------------------------------------------------------------
@@ -552,20 +553,25 @@ def test_attention_with_the_position_matched_reading():
         measured = "enrichment 4.0 [3.0, 5.0], position-matched " + matched_text
         return J(verdict, measured + why, ATTENTION_RULE, enrichment, "attention", measured)
 
-    assert judged(iv(2.5, 4.5)) == expected(Verdict.REPRODUCED, "3.5 [2.5, 4.5]")
+    assert judged(iv(2.5, 4.5)) == expected(Verdict.REPRODUCED, "3.5 [2.5, 4.5]", " (bootstrap over images, n=8)")
     assert judged(iv(0.8, 1.2)) == expected(Verdict.NOT_REPRODUCED, "1.0 [0.8, 1.2]", ": the position-matched reading "
                                             "decides (at the same positions, normal patches draw comparable attention)")
     assert judged(iv(1.5, 2.5)) == expected(Verdict.INCONCLUSIVE, "2.0 [1.5, 2.5]", ": the position-matched reading "
                                             "does not clear the margin")
     assert judged(iv(2.0, 4.0)).verdict is Verdict.REPRODUCED  # at the margin: "at least"
     both_fail = claims.judge_attention(False, True, iv(1.0, 1.5), False, iv(0.8, 1.2))
-    assert both_fail.reason == "enrichment 1.2 [1.0, 1.5], position-matched 1.0 [0.8, 1.2]"  # nothing to add
+    assert both_fail.reason == "enrichment 1.2 [1.0, 1.5], position-matched 1.0 [0.8, 1.2] (bootstrap over images, n=8)"
 
 
 def test_attention_interval_with_an_open_end():
+    """Resamples counted as "above every value" can leave an interval end infinite; it shows as inf."""
     enrichment = Interval(4.0, 3.0, math.inf, 8)
     judged = claims.judge_attention(False, True, enrichment)
     assert judged.verdict is Verdict.REPRODUCED and judged.measured == "enrichment 4.0 [3.0, inf]"
+    assert judged.reason == "enrichment 4.0 [3.0, inf] (bootstrap over images, n=8)"
+    matched = claims.judge_attention(False, True, enrichment, False, Interval(3.0, 2.5, math.inf, 8))
+    assert matched.verdict is Verdict.REPRODUCED
+    assert matched.measured == "enrichment 4.0 [3.0, inf], position-matched 3.0 [2.5, inf]"
 
 
 # --- layer onset -----------------------------------------------------------------------------
@@ -702,9 +708,10 @@ def test_training_onset_bracket_edges():
 def test_training_onset_reads_checkpoints_in_order():
     steps = [(1, False, True), (0.45, False, True), (0, True, False), (0.25, False, False)]
     assert claims.judge_training_onset(steps).measured == "onset between 25% and 45% of training"
-    # the onset is the first checkpoint with outliers after one without
+    # the onset is the first checkpoint from which every later one has outliers (they may come and go before)
     steps = [(0, True, False), (0.3, False, False), (0.4, False, True), (0.6, False, False), (1, False, True)]
-    assert claims.judge_training_onset(steps).measured == "onset between 30% and 40% of training"
+    assert claims.judge_training_onset(steps).measured == "onset between 60% and 100% of training"
+    assert claims.judge_training_onset(steps).verdict is Verdict.NOT_REPRODUCED
 
 
 # --- redundancy, and the straddle messages every interval claim shares -----------------------
@@ -738,6 +745,13 @@ def test_redundancy_confounded_by_position():
                                              "AUC 0.95 [0.90, 1.00]")
     nan = Interval(NAN, NAN, NAN, 8)
     assert redundancy(nan) == J(Verdict.INCONCLUSIVE, why, REDUNDANCY_RULE, nan, "redundancy", "AUC not measured")
+
+
+def test_redundancy_interval_with_an_open_end():
+    auc = Interval(0.3, -math.inf, 0.5, 8)  # resamples without a comparison counted as "below every value"
+    assert redundancy(auc) == J(Verdict.NOT_REPRODUCED, "AUC 0.30 [-inf, 0.50] (bootstrap over images, n=8)",
+                                REDUNDANCY_RULE, auc, "redundancy", "AUC 0.30 [-inf, 0.50]")
+    assert redundancy(auc, pinned=True).measured == "AUC 0.30 [-inf, 0.50]"
 
 
 def test_a_straddling_interval_says_how_many_images_would_settle_it():
@@ -788,6 +802,9 @@ def test_local_information_gaps_must_be_above_zero():
     assert judge(False, True, iv(-0.2, 0.0), iv(1, 3)).verdict is Verdict.NOT_REPRODUCED
     assert judge(False, True, iv(-0.2, 0.1), iv(-3, 0.0)).verdict is Verdict.NOT_REPRODUCED  # either one fails
     assert judge(False, True, iv(0.05, 0.2), Interval(NAN, NAN, NAN, 8)).verdict is Verdict.INCONCLUSIVE
+    open_end = judge(False, True, iv(0.05, 0.15), Interval(2.0, 1.0, math.inf, 8))
+    assert open_end.verdict is Verdict.REPRODUCED
+    assert open_end.measured == "position gap 10.0% [5.0%, 15.0%], pixel-error gap 2.00 [1.00, inf]"
 
 
 GLOBAL_RULE = "class accuracy (high-norm - normal patch) > 0 (interval, >= 20 held-out images)"
@@ -952,3 +969,21 @@ def test_register_pairs_are_dinov2_with_and_without_registers_at_one_size():
     assert not pair(SMALL, SMALL) and not pair(SMALL_REG, SMALL_REG)
     assert not pair(SMALL_REG, SMALL)  # the wrong way round
     assert not pair("vit_large_patch14_clip_224.openai", "vit_large_patch14_reg4_clip_224.openai")  # not DINOv2
+
+
+def test_size_outliers_that_come_and_go_are_not_a_trend(monkeypatch):
+    monkeypatch.setattr(claims, "PAPER_SIZE_SERIES", ["s", "b", "l", "g"])
+    judged = claims.judge_size_trend([("s", False, False), ("b", False, True), ("l", False, False), ("g", False, True)])
+    assert judged.verdict is Verdict.NOT_REPRODUCED and judged.reason == "outliers come and go with size"
+
+
+def test_register_pair_needs_a_patch14_dinov2_and_its_reg4_twin():
+    assert claims._is_register_pair("vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m")
+    assert not claims._is_register_pair("vit_small_dinov2.lvd142m", "vit_small_dinov2.lvd142m")
+    assert not claims._is_register_pair("vit_small_patch14_reg4_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m")
+
+
+def test_an_interval_that_could_not_be_computed_says_so():
+    no_interval = Interval(0.7, float("nan"), float("nan"), 8, "bootstrap over images", 0.6)
+    judged = claims.judge_redundancy(False, True, no_interval, False)
+    assert judged.verdict is Verdict.INCONCLUSIVE and judged.reason.endswith(": no interval could be computed")
