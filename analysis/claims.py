@@ -70,8 +70,11 @@ CLAIMS: dict[str, ClaimText] = {
                            "last-layer CLS attention concentrates on the high-norm patches",
                            "bright background spots in the attention maps are the high-norm tokens (Fig. 2, 5)"),
     "layer_onset": ClaimText("layer_dependence", Kind.MECHANISM,
-                             "high-norm tokens appear from a middle block on",
-                             "from about layer 15 of 40 in DINOv2 ViT-g (Fig. 4a)"),
+                             "high-norm tokens appear from a middle block on, not in the early blocks",
+                             "from about layer 15 of 40 in DINOv2 ViT-g (Fig. 4a); other models: not stated"),
+    "layer_onset_paper": ClaimText("layer_dependence", Kind.PAPER,
+                                   "high-norm tokens appear from about block 15 of 40",
+                                   "from about layer 15 of 40 in DINOv2 ViT-g (Fig. 4a)"),
     "size": ClaimText("model_size", Kind.PAPER, "high-norm tokens appear only in the largest sizes",
                       "only ViT-L, H and g of a series trained alike have them (Fig. 4c)"),
     "training_onset": ClaimText("training_time", Kind.MECHANISM,
@@ -187,7 +190,8 @@ PAPER_WITHOUT_OUTLIERS: dict[str, str] = {
     "vit_giant_patch14_reg4_dinov2.lvd142m": "DINOv2 ViT-g trained with registers has no outliers (Fig. 7)",
 }
 #: Where the paper gives its own numeric definition of "high norm" for a model (Fig. 3).
-PAPER_CUTOFF: dict[str, float] = {"vit_giant_patch14_dinov2.lvd142m": 150.0}
+PAPER_CUTOFF: dict[str, float] = {"vit_giant_patch14_dinov2.lvd142m": 150.0,  # "about 2 % above 150"
+                                  "vit_base_patch16_224.dino": 100.0}  # "DINO stays below 100"
 #: Checkpoints of the series the size figure is about (Fig. 4c: sizes trained alike, from scratch). The public
 #: DINOv2 S/B/L are *distilled* from ViT-g, so they cannot speak to it; the paper's series is not released.
 PAPER_SIZE_SERIES: list[str] = []
@@ -315,9 +319,22 @@ def control(model: str, bimodal: bool, outlier_share: float) -> Control:
 MAX_OUTLIER_SHARE = 0.10
 
 
-def has_outliers(bimodal: bool, share: Interval) -> bool:
-    """A separated high-norm mode whose share interval is wholly above 0."""
-    return bool(bimodal and share.low > 0)
+def has_outliers(bimodal: bool, share: Interval) -> bool | None:
+    """A separated high-norm mode whose share interval is wholly above 0: True; no mode: False; a mode whose
+    interval reaches 0 or could not be computed (too few images): None, undecided."""
+    if not bimodal:
+        return False
+    if share.low > 0:
+        return True
+    return None
+
+
+UNDECIDED = ("cannot tell whether the model has high-norm tokens: a mode was found, but its share interval "
+             "reaches 0 or could not be computed (too few images)")
+
+
+def _undecided(claim: str, rule: str) -> Judgement:
+    return Judgement(Verdict.INCONCLUSIVE, UNDECIDED, rule, None, claim)
 
 
 def judge_outliers(model: str, random_weights: bool, bimodal: bool, share: Interval,
@@ -398,6 +415,8 @@ def judge_attention(random_weights: bool, has_outliers: bool, enrichment: Interv
     claim = "attention"
     if random_weights:
         return _untestable(claim, RANDOM, rule)
+    if has_outliers is None:
+        return _undecided(claim, rule)
     if not has_outliers:
         return _untestable(claim, "no high-norm patches in this model: nothing to attend to", rule)
     measured = f"enrichment {enrichment.text('.1f')}" + (
@@ -432,21 +451,29 @@ def both(first: Verdict, second: Verdict) -> Verdict:
 
 #: The paper's onset: about layer 15 of 40 in DINOv2 ViT-g, read as relative depth …
 PAPER_ONSET = 15 / 40
-#: … within this band ("about": plus or minus 5 of 40 blocks).
+#: … within this band ("about": plus or minus 5 of 40 blocks), judged on that model only.
 ONSET_BAND = (10 / 40, 20 / 40)
+ONSET_MODELS = ("vit_giant_patch14_dinov2.lvd142m",)
+#: On any other model the mechanism says only "from a middle block on, not in the early blocks": the study reads
+#: that as an onset in the middle half of the depth (neither in the first quarter nor only in the last).
+MIDDLE_BAND = (0.25, 0.75)
 
 
-def judge_layer_onset(random_weights: bool, onset: Interval, depth: int) -> Judgement:
-    """Mechanism: high-norm tokens appear from a middle block on (paper: about 15 of 40 in ViT-g).
+def judge_layer_onset(random_weights: bool, onset: Interval, depth: int, model: str = "") -> Judgement:
+    """High-norm tokens appear from a middle block on (paper: about 15 of 40 in DINOv2 ViT-g).
 
     ``onset``: relative depth (block index / depth) of the first block from which every block has a
     separated high-norm mode, with its interval over images; a resample in which no block has one counts
-    as onset 1 (beyond the last block), so it weighs against the claim instead of being dropped.
+    as onset 1 (beyond the last block), so it weighs against the claim instead of being dropped. On the paper's
+    model (``model`` in :data:`ONSET_MODELS`) the paper's claim: inside :data:`ONSET_BAND`; on any other, the
+    mechanism: inside :data:`MIDDLE_BAND`.
     """
-    low, high = ONSET_BAND
+    paper = model in ONSET_MODELS
+    low, high = ONSET_BAND if paper else MIDDLE_BAND
     rule = (f"relative onset (first block of a separated high-norm mode kept to the last, / depth) inside "
-            f"[{low:.1%}, {high:.1%}] around the paper's {PAPER_ONSET:.1%} (interval)")
-    claim = "layer_onset"
+            f"[{low:.1%}, {high:.1%}] (interval)"
+            + (f", around the paper's {PAPER_ONSET:.1%}" if paper else ", the middle half of the depth"))
+    claim = "layer_onset_paper" if paper else "layer_onset"
     if random_weights:
         return _untestable(claim, RANDOM, rule)
     if math.isnan(onset.estimate):
@@ -546,13 +573,19 @@ def judge_redundancy(random_weights: bool, has_outliers: bool, auc: Interval, pi
     claim = "redundancy"
     if random_weights:
         return _untestable(claim, RANDOM, rule)
+    if has_outliers is None:
+        return _undecided(claim, rule)
     if not has_outliers:
         return _untestable(claim, "no high-norm patches in this model", rule)
     measured = f"AUC {auc.text('.2f')}"
-    if pinned or math.isnan(auc.estimate):
+    if pinned:
         return _confounded(claim, rule, measured, auc,
                            "most outliers sit at grid positions that hold one in (almost) every image, so no "
                            "normal patch at those positions exists to compare them with")
+    if math.isnan(auc.estimate):
+        return Judgement(Verdict.INCONCLUSIVE, "no grid position holds an outlier in some images and a normal "
+                         "token in others, so there is nothing to compare within positions", rule, auc, claim,
+                         measured)
     return _judge(claim, auc, MIN_REDUNDANCY_AUC, rule, ".2f", name="AUC")
 
 
@@ -569,6 +602,8 @@ def judge_local_information(random_weights: bool, has_outliers: bool, position_g
     claim = "local_information"
     if random_weights:
         return _untestable(claim, RANDOM, rule)
+    if has_outliers is None:
+        return _undecided(claim, rule)
     if not has_outliers or math.isnan(position_gap.estimate):
         return _untestable(claim, "no high-norm tokens among the held-out images", rule)
     measured = f"position gap {position_gap.text('.1%')}, pixel-error gap {pixel_gap.text('.2f')}"
@@ -623,6 +658,8 @@ def judge_registers(plain: str, with_registers: str, random_weights: bool, plain
         return _untestable(claim, RANDOM, rule)
     if PAPER_REGISTER_PAIRS.get(plain) != with_registers:
         return _untestable(claim, NO_STATEMENT + " pair", rule)
+    if plain_has_outliers is None:
+        return _undecided(claim, rule)
     if not plain_has_outliers:
         return _untestable(claim, "the model without registers has no outliers to remove", rule)
     return register_reduction_rule(reduction, rule)
@@ -673,6 +710,8 @@ def judge_test_time_registers(random_weights: bool, has_outliers: bool, n_neuron
     claim = "test_time_registers"
     if random_weights:
         return _untestable(claim, RANDOM, rule)
+    if has_outliers is None:
+        return _undecided(claim, rule)
     if not has_outliers:
         return _untestable(claim, "the model has no outliers to remove", rule)
     if n_neurons == 0:
@@ -686,19 +725,26 @@ MAX_ATTENTION_AFTER = MIN_ATTENTION_ENRICHMENT
 
 
 def judge_test_time_attention(random_weights: bool, has_outliers: bool, n_neurons: int,
-                              enrichment_after: Interval) -> Judgement:
+                              enrichment_after: Interval, enrichment_before: Interval | None = None) -> Judgement:
     """Mechanism (Jiang et al. 2025): with the test-time register, the attention maps clean up.
 
-    ``enrichment_after``: CLS attention share on the patches that were outliers before the intervention
-    over their area share, measured with the register in place, on held-out images.
+    ``enrichment_after`` (``enrichment_before``): CLS attention share on the patches that were outliers before the
+    intervention over their area share, with (without) the register in place, on the same held-out images. The
+    maps can only clean up where attention was concentrated on the outliers before: otherwise not testable.
     """
-    rule = (f"after the intervention, CLS attention on the former outlier patches / their area share "
-            f"<= {MAX_ATTENTION_AFTER:g}x on held-out images (interval)")
+    rule = (f"before, CLS attention on the outlier patches / their area share >= {MIN_ATTENTION_ENRICHMENT:g}x; "
+            f"after the intervention <= {MAX_ATTENTION_AFTER:g}x on the same held-out images (intervals)")
     claim = "test_time_attention"
     if random_weights:
         return _untestable(claim, RANDOM, rule)
+    if has_outliers is None:
+        return _undecided(claim, rule)
     if not has_outliers:
         return _untestable(claim, "the model has no outliers whose attention could fall", rule)
+    if enrichment_before is not None and interval_rule(enrichment_before, MIN_ATTENTION_ENRICHMENT) \
+            is not Verdict.REPRODUCED:
+        return _untestable(claim, f"CLS attention was not concentrated on the outliers before the intervention "
+                           f"(enrichment {enrichment_before.text('.1f')}): nothing to clean up", rule)
     if n_neurons == 0:
         return Judgement(Verdict.NOT_REPRODUCED, "no unit singles out the outlier positions", rule, None, claim)
     return _judge(claim, enrichment_after, MAX_ATTENTION_AFTER, rule, ".1f", above=False,
@@ -722,6 +768,8 @@ def judge_discovery(random_weights: bool, has_outliers: bool, moved: bool, corlo
     claim = "discovery"
     if random_weights:
         return _untestable(claim, RANDOM, rule)
+    if has_outliers is None:
+        return _undecided(claim, rule)
     if not has_outliers:
         return _untestable(claim, "the model has no outliers on these images: nothing to remove", rule)
     if not moved:

@@ -28,7 +28,8 @@ CorLoc is the share of images whose box overlaps a ground-truth box with IoU ≥
 The floor. When every pair of keys correlates positively (as on the offline ViT-Ti's last block),
 the mask is the whole grid and the box the whole image, whatever the seed: CorLoc then sits at its
 floor by construction, with or without any intervention. ``box_area_share``, ``floor_share`` and
-``at_floor`` detect this; a CorLoc comparison in which either side is at its floor says nothing.
+``at_floor`` detect this; a CorLoc comparison in which both sides are at their floor says nothing (one side
+off its floor is a real difference: the paper's DINOv2 without registers against with them).
 
 VOC-style folders (``JPEGImages/`` + ``Annotations/*.xml``) are read directly.
 """

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import metrics
+from . import claims, metrics
 from .features import Features
 from .stats import Interval, image_bootstrap
 
@@ -61,10 +61,11 @@ def patch_grid(features: Features, column: str) -> np.ndarray:
     return frame.loc[order].to_numpy(dtype=np.float64)
 
 
-def has_outliers(cutoff: Cutoff, share: Interval) -> bool:
+def has_outliers(cutoff: Cutoff, share: Interval) -> bool | None:
     """A separated high-norm mode whose share interval over images lies wholly above 0 (decided from the
-    interval, not from a point flag: a mode that one image alone holds is not enough)."""
-    return bool(cutoff.found and cutoff.adaptive.bimodal and share.low > 0)
+    interval, not from a point flag: a mode that one image alone holds is not enough). None: undecided, a mode
+    whose interval reaches 0 or could not be computed (:func:`analysis.claims.has_outliers`)."""
+    return claims.has_outliers(bool(cutoff.found and cutoff.adaptive.bimodal), share)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -72,6 +72,10 @@ MIN_SEPARATION = 3.0
 #: D ~ 1.5 at ~11 deviations, and single skewed modes reach D ~ 2.1: both stay below MIN_WIDE_SEPARATION.
 MIN_WIDE_SEPARATION = 2.5
 MIN_LOWER_DISTANCE = 8.0
+#: ... and the upper mode sits at least this many times above the lower one (geometric means): a tight bulk with a
+#: group of tokens 1.5x longer is well "separated" in D, but it is not the paper's artifact (DINOv2 ViT-g's
+#: outliers sit ~8x above its median, the real ViT-Ti's ~30x); a small mode at 2.5x still counts.
+MIN_MODE_RATIO = 2.0
 #: Outliers are a minority by definition; an "upper mode" holding more than this is not one.
 MAX_UPPER_SHARE = 0.2
 #: ... nor is a handful of stray tokens: the upper mode needs at least this many tokens (a ViT-Ti/16
@@ -274,7 +278,8 @@ def _fit_and_test(values: np.ndarray, above_already: int, n_counted: int, min_to
         return None, False, above_already
     separated = math.isfinite(fit.crossing) and fit.bic_gain > 0 and (
         fit.separation > MIN_SEPARATION
-        or (fit.separation > MIN_WIDE_SEPARATION and lower_distance(fit) > MIN_LOWER_DISTANCE))
+        or (fit.separation > MIN_WIDE_SEPARATION and lower_distance(fit) > MIN_LOWER_DISTANCE)
+    ) and fit.means[1] - fit.means[0] >= math.log(MIN_MODE_RATIO)
     upper_count = above_already + (int(np.count_nonzero(values > fit.crossing)) if separated else 0)
     upper_share = upper_count / n_counted
     bimodal = (separated and 0 < fit.weights[1] <= MAX_UPPER_SHARE and 0 < upper_share <= MAX_UPPER_SHARE
@@ -298,7 +303,8 @@ def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
     * they are separated: Ashman's ``D = sqrt(2)·(μ_up - μ_low) / sqrt(σ_low² + σ_up²) > MIN_SEPARATION``
       (a heavy-tailed single mode fits as a narrow and a wide component at one centre: ``D ≈ 0``), or
       ``D > MIN_WIDE_SEPARATION`` with the upper mean at least ``MIN_LOWER_DISTANCE`` lower-component
-      standard deviations above the lower mean (a real mode widened by tokens between the modes);
+      standard deviations above the lower mean (a real mode widened by tokens between the modes); and
+      the upper mode lies at least ``MIN_MODE_RATIO`` times above the lower one (geometric means);
     * the upper posterior crosses 0.5 between the two means (each component dominates at its own mean);
       that crossing is the cutoff, so a token between the modes goes to the side of larger posterior;
     * it is a minority: its weight and the share of tokens above the cutoff are in ``(0, MAX_UPPER_SHARE]``;

@@ -73,8 +73,12 @@ def test_paper_cutoff_is_judged_beside_the_adaptive_one():
     assert adaptive_misses.verdict is Verdict.INCONCLUSIVE
     neither = claims.judge_outliers(DINOV2_G, False, False, iv(0, 0), iv(0.0, 0.0))
     assert neither.verdict is Verdict.NOT_REPRODUCED
+    # DINO's "below 100" is a reading too: tokens above 100 contradict "no outliers" even without a mode
+    assert claims.judge_outliers(DINO_B, False, False, iv(0, 0), iv(0.3, 0.4)).verdict is Verdict.INCONCLUSIVE
+    assert claims.judge_outliers(DINO_B, False, False, iv(0, 0), iv(0.0, 0.0)).verdict is Verdict.REPRODUCED
     # a model without a paper cutoff ignores the fixed reading
-    assert claims.judge_outliers(DINO_B, False, False, iv(0, 0), iv(0.3, 0.4)).verdict is Verdict.REPRODUCED
+    reg = "vit_giant_patch14_reg4_dinov2.lvd142m"
+    assert claims.judge_outliers(reg, False, False, iv(0, 0), iv(0.3, 0.4)).verdict is Verdict.REPRODUCED
 
 
 def test_has_outliers_reads_the_interval():
@@ -125,16 +129,26 @@ def test_attention_asks_whether_position_explains_it():
 def test_layer_onset_band_around_the_paper():
     low, high = claims.ONSET_BAND
     assert (low, high) == (0.25, 0.5) and claims.PAPER_ONSET == 15 / 40
-    assert claims.judge_layer_onset(False, iv(0.3, 0.45), 40).verdict is Verdict.REPRODUCED
-    assert claims.judge_layer_onset(False, iv(0.25, 0.5), 40).verdict is Verdict.REPRODUCED  # edges inside
-    assert claims.judge_layer_onset(False, iv(0.2, 0.3), 40).verdict is Verdict.INCONCLUSIVE
-    assert claims.judge_layer_onset(False, iv(0.45, 0.55), 40).verdict is Verdict.INCONCLUSIVE
-    assert claims.judge_layer_onset(False, iv(0.0, 0.24), 40).verdict is Verdict.NOT_REPRODUCED  # too early
-    assert claims.judge_layer_onset(False, iv(0.51, 0.7), 40).verdict is Verdict.NOT_REPRODUCED  # too late
-    assert claims.judge_layer_onset(False, iv(0.3, 1.0), 40).verdict is Verdict.INCONCLUSIVE  # some resamples: never
-    assert claims.judge_layer_onset(False, Interval(float("nan"), 0.9, 1.0, 8), 40).verdict is Verdict.NOT_TESTABLE
-    assert claims.judge_layer_onset(False, Interval(0.3, float("nan"), float("nan"), 8), 40).verdict \
+    assert claims.judge_layer_onset(False, iv(0.3, 0.45), 40, DINOV2_G).verdict is Verdict.REPRODUCED
+    assert claims.judge_layer_onset(False, iv(0.25, 0.5), 40, DINOV2_G).verdict is Verdict.REPRODUCED  # edges inside
+    assert claims.judge_layer_onset(False, iv(0.2, 0.3), 40, DINOV2_G).verdict is Verdict.INCONCLUSIVE
+    assert claims.judge_layer_onset(False, iv(0.45, 0.55), 40, DINOV2_G).verdict is Verdict.INCONCLUSIVE
+    assert claims.judge_layer_onset(False, iv(0.0, 0.24), 40, DINOV2_G).verdict is Verdict.NOT_REPRODUCED  # too early
+    assert claims.judge_layer_onset(False, iv(0.51, 0.7), 40, DINOV2_G).verdict is Verdict.NOT_REPRODUCED  # too late
+    assert claims.judge_layer_onset(False, iv(0.3, 1.0), 40, DINOV2_G).verdict is Verdict.INCONCLUSIVE  # some resamples: never
+    assert claims.judge_layer_onset(False, Interval(float("nan"), 0.9, 1.0, 8), 40, DINOV2_G).verdict is Verdict.NOT_TESTABLE
+    assert claims.judge_layer_onset(False, Interval(0.3, float("nan"), float("nan"), 8), 40, DINOV2_G).verdict \
         is Verdict.INCONCLUSIVE
+
+
+def test_layer_onset_elsewhere_is_the_middle_half():
+    assert claims.MIDDLE_BAND == (0.25, 0.75)
+    judged = claims.judge_layer_onset(False, iv(0.45, 0.55), 12, "vit_tiny_patch16_224.augreg_in21k_ft_in1k")
+    assert judged.verdict is Verdict.REPRODUCED and judged.claim == "layer_onset"
+    assert claims.judge_layer_onset(False, iv(0.45, 0.55), 40, DINOV2_G).verdict is Verdict.INCONCLUSIVE
+    assert claims.judge_layer_onset(False, iv(0.45, 0.55), 40, DINOV2_G).claim == "layer_onset_paper"
+    assert claims.judge_layer_onset(False, iv(0.8, 0.9), 12).verdict is Verdict.NOT_REPRODUCED  # only at the end
+    assert claims.judge_layer_onset(False, iv(0.05, 0.2), 12).verdict is Verdict.NOT_REPRODUCED  # from the start
 
 
 def test_band_rule():
@@ -464,7 +478,10 @@ def test_outliers_measured_shows_the_papers_cutoff_reading():
     assert judged == J(Verdict.INCONCLUSIVE, measured + ": the two definitions disagree", OUTLIERS_RULE, share,
                        "outliers", measured, claims.PAPER_WITH_OUTLIERS[DINOV2_G])
     # a model without a paper cutoff does not mention one
-    assert claims.judge_outliers(DINO_B, False, True, share, paper).measured == "share 2.00% [1.80%, 2.20%]"
+    reg = "vit_giant_patch14_reg4_dinov2.lvd142m"
+    assert claims.judge_outliers(reg, False, True, share, paper).measured == "share 2.00% [1.80%, 2.20%]"
+    assert claims.judge_outliers(DINO_B, False, True, share, paper).measured.endswith("above the paper's 100: "
+                                                                                      "0.00% [0.00%, 0.00%]")
 
 
 def test_outliers_untestable_still_show_the_measurement():
@@ -577,7 +594,7 @@ def test_attention_interval_with_an_open_end():
 # --- layer onset -----------------------------------------------------------------------------
 
 ONSET_RULE = ("relative onset (first block of a separated high-norm mode kept to the last, / depth) inside "
-              "[25.0%, 50.0%] around the paper's 37.5% (interval)")
+              "[25.0%, 75.0%] (interval), the middle half of the depth")
 
 
 def test_layer_onset_reads_in_full():
@@ -594,8 +611,8 @@ def test_layer_onset_reads_in_full():
     assert judge(False, leaves, 12) == J(Verdict.INCONCLUSIVE, "onset 25% [20%, 30%] of 12 blocks (bootstrap over "
                                          "images, n=8): the interval leaves the band", ONSET_RULE, leaves,
                                          "layer_onset", "onset 25% [20%, 30%] of 12 blocks")
-    late = iv(0.6, 0.8, 0.7)
-    assert judge(False, late, 12).reason == "onset 70% [60%, 80%] of 12 blocks (bootstrap over images, n=8)"
+    late = iv(0.8, 0.9, 0.85)
+    assert judge(False, late, 12).reason == "onset 85% [80%, 90%] of 12 blocks (bootstrap over images, n=8)"
 
 
 def test_layer_onset_from_too_few_images():
@@ -744,7 +761,9 @@ def test_redundancy_confounded_by_position():
     assert redundancy(auc, pinned=True) == J(Verdict.INCONCLUSIVE, why, REDUNDANCY_RULE, auc, "redundancy",
                                              "AUC 0.95 [0.90, 1.00]")
     nan = Interval(NAN, NAN, NAN, 8)
-    assert redundancy(nan) == J(Verdict.INCONCLUSIVE, why, REDUNDANCY_RULE, nan, "redundancy", "AUC not measured")
+    nothing = ("no grid position holds an outlier in some images and a normal token in others, so there is nothing "
+               "to compare within positions")
+    assert redundancy(nan) == J(Verdict.INCONCLUSIVE, nothing, REDUNDANCY_RULE, nan, "redundancy", "AUC not measured")
 
 
 def test_redundancy_interval_with_an_open_end():
@@ -880,8 +899,8 @@ def test_norm_in_registers_rule_without_names():
 # --- test-time registers ---------------------------------------------------------------------
 
 TTR_RULE = "outlier share falls by >= 90% on held-out images (interval)"
-TTA_RULE = ("after the intervention, CLS attention on the former outlier patches / their area share <= 2x on held-out "
-            "images (interval)")
+TTA_RULE = ("before, CLS attention on the outlier patches / their area share >= 2x; after the intervention <= 2x on "
+            "the same held-out images (intervals)")
 
 
 def test_test_time_registers_reads_in_full():
@@ -913,6 +932,12 @@ def test_test_time_attention_reads_in_full():
     still = Interval(5.0, 3.0, math.inf, 8)
     assert judge(False, True, 2, still).verdict is Verdict.NOT_REPRODUCED
     assert judge(False, True, 2, still).measured == "enrichment after 5.0 [3.0, inf]"
+    # the maps can only clean up where attention was concentrated before
+    assert judge(False, True, 2, after, iv(10, 20)).verdict is Verdict.REPRODUCED
+    never = judge(False, True, 2, after, iv(0.8, 1.2))
+    assert never.verdict is Verdict.NOT_TESTABLE and "nothing to clean up" in never.reason
+    assert judge(False, True, 2, after, iv(1.5, 3)).verdict is Verdict.NOT_TESTABLE
+    assert judge(False, None, 2, after, iv(10, 20)).verdict is Verdict.INCONCLUSIVE  # outliers undecided
 
 
 # --- object discovery ------------------------------------------------------------------------
@@ -987,3 +1012,14 @@ def test_an_interval_that_could_not_be_computed_says_so():
     no_interval = Interval(0.7, float("nan"), float("nan"), 8, "bootstrap over images", 0.6)
     judged = claims.judge_redundancy(False, True, no_interval, False)
     assert judged.verdict is Verdict.INCONCLUSIVE and judged.reason.endswith(": no interval could be computed")
+
+
+def test_undecided_outliers_are_inconclusive_not_untestable():
+    assert claims.has_outliers(True, iv(0.0, 0.03)) is None
+    assert claims.has_outliers(True, Interval(0.02, NAN, NAN, 4)) is None
+    for judged in (claims.judge_attention(False, None, iv(3, 5)), claims.judge_redundancy(False, None, iv(0.7, 0.9), False),
+                   claims.judge_local_information(False, None, iv(0.1, 0.2), iv(1, 2)),
+                   claims.judge_test_time_registers(False, None, 1, iv(0.95, 1)),
+                   claims.judge_discovery(False, None, True, iv(0.1, 0.2, n=16)),
+                   claims.judge_registers(DINOV2_G, DINOV2_REG, False, None, iv(0.95, 1))):
+        assert judged.verdict is Verdict.INCONCLUSIVE and judged.reason == claims.UNDECIDED

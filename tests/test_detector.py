@@ -269,3 +269,12 @@ def test_a_power_law_tail_over_a_tight_bulk_is_not_a_mode(share):
     bulk = rng.lognormal(np.log(20), 0.1, int(n * (1 - share)))
     tail = 26 * (1 + rng.pareto(1.0, int(n * share)))  # a continuum from 1.3x the median far out
     assert not metrics.adaptive_threshold(np.concatenate([bulk, tail])).bimodal
+
+
+def test_a_group_only_slightly_longer_than_a_tight_bulk_is_not_the_artifact():
+    """DINO-like: every norm below 100, a tight bulk at 35 and 10 % of tokens at 1.5x: D is large, the ratio small."""
+    rng = np.random.default_rng(4)
+    norms = rng.lognormal(np.log(35), 0.05, (12, 784))
+    norms[:, :78] *= 1.5
+    assert norms.max() < 100
+    assert not metrics.adaptive_threshold(norms).bimodal
