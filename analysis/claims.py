@@ -268,6 +268,9 @@ def _judge(claim: str, interval: Interval, margin: float, rule: str, fmt: str, a
            strict: bool = False, name: str = "value") -> Judgement:
     verdict = interval_rule(interval, margin, above, strict)
     measured = f"{name} {interval.text(fmt)}"
+    if _too_few(interval):
+        return Judgement(verdict, f"{name} {interval.estimate:{fmt}} on {interval.n} images: too few images to "
+                         "decide", rule, interval, claim, measured)
     reason = f"{measured} ({interval.method}, n={interval.n})"
     if verdict is Verdict.INCONCLUSIVE:
         needed = None if _too_few(interval) else images_to_settle(interval, margin)
@@ -741,10 +744,15 @@ def judge_test_time_attention(random_weights: bool, has_outliers: bool, n_neuron
         return _undecided(claim, rule)
     if not has_outliers:
         return _untestable(claim, "the model has no outliers whose attention could fall", rule)
-    if enrichment_before is not None and interval_rule(enrichment_before, MIN_ATTENTION_ENRICHMENT) \
-            is not Verdict.REPRODUCED:
+    before = (Verdict.REPRODUCED if enrichment_before is None
+              else interval_rule(enrichment_before, MIN_ATTENTION_ENRICHMENT))
+    if before is Verdict.NOT_REPRODUCED:
         return _untestable(claim, f"CLS attention was not concentrated on the outliers before the intervention "
                            f"(enrichment {enrichment_before.text('.1f')}): nothing to clean up", rule)
+    if before is Verdict.INCONCLUSIVE:
+        return Judgement(Verdict.INCONCLUSIVE, f"cannot tell whether CLS attention was concentrated on the outliers "
+                         f"before the intervention (enrichment {enrichment_before.text('.1f')})", rule,
+                         enrichment_before, claim)
     if n_neurons == 0:
         return Judgement(Verdict.NOT_REPRODUCED, "no unit singles out the outlier positions", rule, None, claim)
     return _judge(claim, enrichment_after, MAX_ATTENTION_AFTER, rule, ".1f", above=False,

@@ -68,17 +68,18 @@ per-image values, expanded BCa otherwise)::
 0.924 and 0.921 for the first three rows.)
 
 Reading it: the studentized interval is the only one near 0.95 for a skewed mean at 8-16 images,
-but only for means: its standard errors reuse each image's jackknife influence value in every
-resample, which is exact for a mean and wrong for a ratio (0.86 at 8 images) or a median (0.92);
-on a lattice of two or three values (hits, CorLoc gains) it is lumpy (0.91 at 12 images). So
-:data:`METHOD` is ``"auto"``: the studentized interval where every resample's value is the mean of
-its images' influence values (checked on the resamples themselves) and those take more than
-:data:`LATTICE_LEVELS` levels, clipped to the range of the per-image values; the expanded BCa
-interval for everything else, and where a studentized end is unbounded (resamples repeating one
-value have no spread). ``Interval.method`` names the one used. At 4 images nothing holds:
-the studentized interval covers only by being four times wider than the rest, and clipped to the
-range of 4 values it covers 0.86. Ratios of means stay near 0.90 up to 16 images with every method
-here: read their verdicts near the margin with that in mind.
+but only for means: its standard errors reuse each image's influence value in every resample,
+which is exact for a mean and wrong for a ratio (0.86 at 8 images) or a median (0.92); on a
+lattice of two or three values (hits, CorLoc gains) it is lumpy (0.91 at 12 images). So
+:data:`METHOD` is ``"auto"``: the studentized interval where the statistic is a mean of per-image
+values with more than :data:`LATTICE_LEVELS` levels, clipped to the range of those values; the
+expanded BCa interval for everything else, and where a studentized end is unbounded (resamples
+repeating one value have no spread). A mean is recognised from the resamples alone: least squares
+of the resamples' values on their image counts leaves no residual, and gives the per-image values
+(so a mean costs no jackknife). ``Interval.method`` names the interval used. At 4 images nothing
+holds: the studentized interval covers only by being four times wider than the rest, and clipped
+to the range of 4 values it covers 0.86. Ratios of means stay near 0.90 up to 16 images with every
+method here: read their verdicts near the margin with that in mind.
 
 :data:`MIN_IMAGES` = 8: the smallest of the study's sample sizes (4, 8, 12, 16, 100) at which
 ``auto`` covers >= 0.93 for the moderately skewed mean-type statistics (0.933, 0.934, 0.941 above;
@@ -269,9 +270,9 @@ class _Jackknife:
         return np.array([float(self.statistic(_subset(self.columns, np.delete(everyone, g)))) for g in groups])
 
     def values(self, per_image: bool = False) -> np.ndarray:
-        if self._full is None and (per_image or self.n <= JACKKNIFE_GROUPS):
-            self._full = self._left_out([np.array([i]) for i in range(self.n)])
-        if self._full is not None:
+        if per_image or self.n <= JACKKNIFE_GROUPS:
+            if self._full is None:
+                self._full = self._left_out([np.array([i]) for i in range(self.n)])
             return self._full
         if self._grouped is None:
             self._grouped = self._left_out([np.arange(g, self.n, JACKKNIFE_GROUPS) for g in range(JACKKNIFE_GROUPS)])

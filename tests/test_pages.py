@@ -18,16 +18,16 @@ FINDINGS = [p for p in PAGES if p not in ("intro", "census", "claims", "summary"
 
 #: The verdict of every claim of the ci book, page by page (offline ViT-Ti + random controls).
 CI_VERDICTS = {
-    "attention_maps": ["reproduced"],  # CLS attention 18x enriched on the outliers
+    "attention_maps": ["inconclusive"],  # 18x enriched, but the outliers are pinned to 4 corners: confounded
     "norm_histogram": ["not testable"],  # the paper says nothing about ViT-Ti
-    "layer_dependence": ["reproduced"],  # onset at block 7 of 12
+    "layer_dependence": ["reproduced"],  # onset at block 6 of 12, inside the middle half of the depth
     "model_size": ["not testable"],  # random DINOv2 only
     "training_time": ["not testable"],  # two checkpoints
     "redundancy": ["inconclusive"],  # outliers pinned to the corners: confounded by position
-    "information_probes": ["not reproduced", "reproduced"],  # local: corner outliers are easy to place
+    "information_probes": ["inconclusive", "reproduced"],  # local: pinned corners are placed by position alone
     "registers": ["not testable", "not testable"],  # random DINOv2 pair
-    "test_time_registers": ["reproduced"],  # one unit, outliers 2% -> 0% on held-out images
-    "object_discovery": ["not reproduced"],  # CorLoc 0% with and without on the planted set
+    "test_time_registers": ["inconclusive", "inconclusive"],  # 4 held-out images: too few to decide
+    "object_discovery": ["inconclusive"],  # LOST at its floor: whole-image boxes with and without
 }
 
 
