@@ -340,6 +340,19 @@ def _undecided(claim: str, rule: str) -> Judgement:
     return Judgement(Verdict.INCONCLUSIVE, UNDECIDED, rule, None, claim)
 
 
+def _outlier_gate(claim: str, rule: str, random_weights: bool, has_outliers: bool | None,
+                  without: str) -> Judgement | None:
+    """The verdict of a mechanism claim that its model cannot reach (random weights, undecided or no
+    outliers, ``without`` saying why), or None when the rule goes on to read its interval."""
+    if random_weights:
+        return _untestable(claim, RANDOM, rule)
+    if has_outliers is None:
+        return _undecided(claim, rule)
+    if not has_outliers:
+        return _untestable(claim, without, rule)
+    return None
+
+
 def judge_outliers(model: str, random_weights: bool, bimodal: bool, share: Interval,
                    paper_share: Interval | None = None) -> Judgement:
     """Paper claim: ``model`` has (or lacks) a small high-norm mode, as the paper says it does.
@@ -416,12 +429,10 @@ def judge_attention(random_weights: bool, has_outliers: bool, enrichment: Interv
     rule = (f"CLS attention on high-norm patches / their area share >= {MIN_ATTENTION_ENRICHMENT:g}x (interval), "
             "and, against normal patches at the same positions, too; pinned outliers: confounded by position")
     claim = "attention"
-    if random_weights:
-        return _untestable(claim, RANDOM, rule)
-    if has_outliers is None:
-        return _undecided(claim, rule)
-    if not has_outliers:
-        return _untestable(claim, "no high-norm patches in this model: nothing to attend to", rule)
+    gate = _outlier_gate(claim, rule, random_weights, has_outliers,
+                         "no high-norm patches in this model: nothing to attend to")
+    if gate:
+        return gate
     measured = f"enrichment {enrichment.text('.1f')}" + (
         f", position-matched {matched.text('.1f')}" if matched is not None else "")
     if pinned:
@@ -574,12 +585,9 @@ def judge_redundancy(random_weights: bool, has_outliers: bool, auc: Interval, pi
     rule = (f"ROC AUC of neighbour cosine within grid positions (outliers vs. non-outliers at the same position, "
             f"averaged) >= {MIN_REDUNDANCY_AUC} (interval)")
     claim = "redundancy"
-    if random_weights:
-        return _untestable(claim, RANDOM, rule)
-    if has_outliers is None:
-        return _undecided(claim, rule)
-    if not has_outliers:
-        return _untestable(claim, "no high-norm patches in this model", rule)
+    gate = _outlier_gate(claim, rule, random_weights, has_outliers, "no high-norm patches in this model")
+    if gate:
+        return gate
     measured = f"AUC {auc.text('.2f')}"
     if pinned:
         return _confounded(claim, rule, measured, auc,
@@ -711,12 +719,9 @@ def judge_test_time_registers(random_weights: bool, has_outliers: bool, n_neuron
     """
     rule = f"outlier share falls by >= {MIN_OUTLIER_REDUCTION:.0%} on held-out images (interval)"
     claim = "test_time_registers"
-    if random_weights:
-        return _untestable(claim, RANDOM, rule)
-    if has_outliers is None:
-        return _undecided(claim, rule)
-    if not has_outliers:
-        return _untestable(claim, "the model has no outliers to remove", rule)
+    gate = _outlier_gate(claim, rule, random_weights, has_outliers, "the model has no outliers to remove")
+    if gate:
+        return gate
     if n_neurons == 0:
         return Judgement(Verdict.NOT_REPRODUCED, "no unit singles out the outlier positions", rule, None, claim)
     return _judge(claim, reduction, MIN_OUTLIER_REDUCTION, rule, ".0%", name="reduction")
@@ -738,12 +743,10 @@ def judge_test_time_attention(random_weights: bool, has_outliers: bool, n_neuron
     rule = (f"before, CLS attention on the outlier patches / their area share >= {MIN_ATTENTION_ENRICHMENT:g}x; "
             f"after the intervention <= {MAX_ATTENTION_AFTER:g}x on the same held-out images (intervals)")
     claim = "test_time_attention"
-    if random_weights:
-        return _untestable(claim, RANDOM, rule)
-    if has_outliers is None:
-        return _undecided(claim, rule)
-    if not has_outliers:
-        return _untestable(claim, "the model has no outliers whose attention could fall", rule)
+    gate = _outlier_gate(claim, rule, random_weights, has_outliers,
+                         "the model has no outliers whose attention could fall")
+    if gate:
+        return gate
     before = (Verdict.REPRODUCED if enrichment_before is None
               else interval_rule(enrichment_before, MIN_ATTENTION_ENRICHMENT))
     if before is Verdict.NOT_REPRODUCED:
@@ -774,12 +777,10 @@ def judge_discovery(random_weights: bool, has_outliers: bool, moved: bool, corlo
     rule = (f"CorLoc gain (with - without the register) > 0 (interval, >= {MIN_DISCOVERY_IMAGES} images); "
             "LOST at its floor (whole-image boxes): inconclusive")
     claim = "discovery"
-    if random_weights:
-        return _untestable(claim, RANDOM, rule)
-    if has_outliers is None:
-        return _undecided(claim, rule)
-    if not has_outliers:
-        return _untestable(claim, "the model has no outliers on these images: nothing to remove", rule)
+    gate = _outlier_gate(claim, rule, random_weights, has_outliers,
+                         "the model has no outliers on these images: nothing to remove")
+    if gate:
+        return gate
     if not moved:
         return _untestable(claim, "the register moved no outlier on these images", rule)
     if corloc_gain.n < MIN_DISCOVERY_IMAGES:

@@ -65,7 +65,9 @@ per-image values, expanded BCa otherwise)::
                                       100  0.964  0.933  0.970  0.935  0.923  0.935
 
 (Monte Carlo error about 0.006 per cell, 0.008 for ``*``. At 6 images ``auto`` covered 0.938,
-0.924 and 0.921 for the first three rows.)
+0.924 and 0.921 for the first three rows. Above :data:`JACKKNIFE_GROUPS` images the BCa
+acceleration comes from 25 groups of images; rechecked at 100 images: enrichment 0.930, median
+ratio 0.943, against 0.932 and 0.948 with one image left out at a time.)
 
 Reading it: the studentized interval is the only one near 0.95 for a skewed mean at 8-16 images,
 but only for means: its standard errors reuse each image's influence value in every resample,
@@ -289,17 +291,40 @@ def _influence(jack: np.ndarray) -> np.ndarray | None:
 def _mean_influence(estimate: float, draws: np.ndarray, index: np.ndarray, n: int) -> np.ndarray | None:
     """Per-image influence values when the statistic is a mean of per-image values, else None.
 
-    A mean of per-image values ``x_i`` gives each resample exactly ``sum_i count_i * x_i / n``:
+    A mean of per-image values ``x_i`` gives each resample exactly the mean of its images' ``x_i``:
     least squares of the resamples on their image counts recovers every ``x_i`` with no residual
     (checked to rounding), so no extra statistic call is needed; the influence is ``x_i - estimate``.
+    The least squares runs as conjugate gradients on gathers and bincounts (no LAPACK call, which
+    can stall for a second when torch's threads share the CPUs).
     """
-    if draws.size <= n or not np.all(np.isfinite(draws)):
+    size = draws.size
+    if size <= n or not np.all(np.isfinite(draws)):
         return None
-    counts = np.zeros((draws.size, n))
-    np.add.at(counts, (np.repeat(np.arange(draws.size), n), index.ravel()), 1.0)
-    values, *_ = np.linalg.lstsq(counts / n, draws, rcond=None)
+    flat = index.ravel()
+    target = draws * n  # sum over the drawn images of x_i
+
+    def forward(v: np.ndarray) -> np.ndarray:
+        return v[index].sum(1)
+
+    def backward(r: np.ndarray) -> np.ndarray:
+        return np.bincount(flat, weights=np.repeat(r, n), minlength=n)
+
+    values, residual = np.zeros(n), target.copy()
+    gradient = backward(residual)
+    direction, gamma = gradient.copy(), float(np.sum(gradient * gradient))
+    start = gamma
+    for _ in range(10 * n):
+        if not gamma > 1e-26 * start:
+            break
+        step = forward(direction)
+        alpha = gamma / float(np.sum(step * step))
+        values += alpha * direction
+        residual -= alpha * step
+        gradient = backward(residual)
+        gamma, previous = float(np.sum(gradient * gradient)), gamma
+        direction = gradient + (gamma / previous) * direction
     scale = max(abs(estimate), float(np.max(np.abs(draws))), 1e-300)
-    if not np.all(np.abs(counts @ values / n - draws) <= 1e-9 * scale):
+    if not np.all(np.abs(forward(values) / n - draws) <= 1e-9 * scale):
         return None
     if abs(float(values.mean()) - estimate) > 1e-9 * scale:  # the full sample is one more check
         return None

@@ -39,6 +39,11 @@ def test_chosen_interval_covers_skewed_means_above_min_images():
     assert stats.coverage(stats.METHOD, GAP, GAP_TRUTH, MIN_IMAGES, n_trials=1000, seed=3) >= 0.93
 
 
+def test_below_min_images_no_interval_holds():
+    """Why 4 images (the held-out half of 8) are too few: even the chosen interval covers ~0.86 there."""
+    assert stats.coverage(stats.METHOD, SHARE, SHARE_TRUTH, 4, n_trials=600, seed=4) < 0.90
+
+
 def test_too_few_images_read_as_such():
     values = np.random.default_rng(0).beta(2, 98, MIN_IMAGES - 1)
     interval = image_bootstrap({"x": values}, mean, seed=0)
@@ -47,6 +52,8 @@ def test_too_few_images_read_as_such():
     assert "too few images to decide" in interval.text(".2%") and "nan" not in interval.text(".2%")
     assert interval_rule(interval, 0.0) is Verdict.INCONCLUSIVE
     assert not image_bootstrap({"x": np.append(values, 0.01)}, mean, seed=0).too_few
+    rebuilt = Interval(interval.estimate, interval.low, interval.high, interval.n)  # e.g. read back from a table
+    assert rebuilt.too_few and "too few images to decide" in rebuilt.text()
 
 
 def test_constant_statistic_gives_a_marked_zero_width_interval():
