@@ -334,14 +334,16 @@ def validation_grid(table: pd.DataFrame) -> plt.Figure:
     twin's declared truth, red where it does not, blank where the check does not apply to that twin."""
     checks = list(dict.fromkeys(table.check))
     names = list(dict.fromkeys(table.twin))
-    fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.55 * len(names)))
+    fig, ax = plt.subplots(figsize=(WIDTH, 2.6 + 0.6 * len(names)))
     colour = np.full((len(names), len(checks), 3), 1.0)
     for row in table.itertuples():
         i, j = names.index(row.twin), checks.index(row.check)
         colour[i, j] = (0.80, 0.92, 0.77) if row.matches else (0.96, 0.70, 0.70)
-        ax.text(j, i, row.verdict.replace("not ", "not\n"), ha="center", va="center", fontsize=8)
+        ax.text(j, i, row.verdict.replace("not ", "not\n"), ha="center", va="center", fontsize=6.5)
     ax.imshow(colour, aspect="auto")
-    ax.set_xticks(range(len(checks)), [c.replace(" ", "\n", 2) for c in checks], fontsize=8)
+    ax.grid(False)
+    ax.set_xticks(range(len(checks)), [textwrap.fill(c, 18) for c in checks], fontsize=8, rotation=40, ha="right",
+                  rotation_mode="anchor")
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("check (the finding page whose rule it runs)")
     ax.set_ylabel("twin")
