@@ -13,7 +13,8 @@ import pandas as pd
 
 from . import claims, metrics
 from .features import Features
-from .stats import Interval, image_bootstrap
+from .models import ModelSpec
+from .stats import NOT_MEASURED, Interval, image_bootstrap
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,10 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
         last = feats.norms[feats.norms.layer == feats.depth - 1]
         cutoff = cutoff_from_norms(norms, threshold, adaptive)
         share = outlier_share_interval(norms, cutoff.value, seed, refit=adaptive)
-        paper_share = outlier_share_interval(norms, threshold, seed)
+        # the paper's own cutoff for this model (150 for DINOv2 ViT-g, 100 for DINO ViT-B), where it gives one
+        paper_cutoff = claims.PAPER_CUTOFF.get(ModelSpec.parse(spec).name, float("nan"))
+        paper_share = (outlier_share_interval(norms, paper_cutoff, seed) if np.isfinite(paper_cutoff)
+                       else NOT_MEASURED)
         provenance = feats.provenance
         rows.append({
             "model": spec,
@@ -101,8 +105,10 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
             "outlier_share": share.estimate,
             "outlier_share_low": share.low,
             "outlier_share_high": share.high,
-            "share_above_threshold_low": paper_share.low,
-            "share_above_threshold_high": paper_share.high,
+            "paper_cutoff": paper_cutoff,
+            "share_above_paper_cutoff": paper_share.estimate,
+            "share_above_paper_cutoff_low": paper_share.low,
+            "share_above_paper_cutoff_high": paper_share.high,
             "has_outliers": has_outliers(cutoff, share),
             "cls_norm_median": float(last[last.kind == "cls"].norm.median()),
             "register_norm_median": float(last[last.kind == "register"].norm.median())
@@ -116,10 +122,13 @@ def share_interval(row: pd.Series) -> Interval:
     return Interval(row.outlier_share, row.outlier_share_low, row.outlier_share_high, int(row.images))
 
 
-def paper_share_interval(row: pd.Series) -> Interval:
-    """The interval of the share above the fixed ``threshold`` stored in a :func:`norm_summary` row."""
-    return Interval(row.share_above_threshold, row.share_above_threshold_low, row.share_above_threshold_high,
-                    int(row.images))
+def paper_share_interval(row: pd.Series) -> Interval | None:
+    """The share above the paper's own cutoff for the row's model, with its interval, from a :func:`norm_summary`
+    row; None when the paper gives no cutoff for that model."""
+    if not np.isfinite(row.paper_cutoff):
+        return None
+    return Interval(row.share_above_paper_cutoff, row.share_above_paper_cutoff_low,
+                    row.share_above_paper_cutoff_high, int(row.images))
 
 
 def adaptive_share(norms: np.ndarray) -> float:

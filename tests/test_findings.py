@@ -92,3 +92,14 @@ def test_outlier_share_refits_the_cutoff_inside_resamples():
     assert refit.estimate == pytest.approx(6 / 2400)
     assert refit.low == 0.0  # resamples without that image have no mode: the share can be 0
     assert not findings.has_outliers(cutoff, refit)
+
+
+def test_the_papers_own_cutoff_is_read_for_the_model_it_belongs_to(tiny_features):
+    """DINO's statement is "below 100": its row reads the share above 100, not above the page's threshold."""
+    as_dino = findings.norm_summary({"vit_base_patch16_224.dino": tiny_features}, 1000.0).iloc[0]
+    assert as_dino.paper_cutoff == 100.0 and as_dino.share_above_threshold == 0.0
+    assert as_dino.share_above_paper_cutoff == pytest.approx(as_dino.outlier_share, abs=0.002)
+    assert as_dino.share_above_paper_cutoff > 0.01
+    assert findings.paper_share_interval(as_dino).estimate == as_dino.share_above_paper_cutoff
+    unnamed = findings.norm_summary({"vit_tiny_patch16_224.augreg_in21k_ft_in1k": tiny_features}, 150.0).iloc[0]
+    assert np.isnan(unnamed.paper_cutoff) and findings.paper_share_interval(unnamed) is None
