@@ -69,6 +69,12 @@ def has_outliers(cutoff: Cutoff, share: Interval) -> bool | None:
     return claims.has_outliers(bool(cutoff.found and cutoff.adaptive.bimodal), share)
 
 
+def outliers_found(norms: np.ndarray, cutoff: Cutoff, seed: int = 0) -> bool | None:
+    """:func:`has_outliers` read from the share interval of ``norms`` ``(B, Np)`` above ``cutoff`` (an adaptive
+    cutoff is fitted anew in every resample, :func:`outlier_share_interval`)."""
+    return has_outliers(cutoff, outlier_share_interval(norms, cutoff.value, seed, refit=cutoff.rule == "adaptive"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Norm summaries
 

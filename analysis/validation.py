@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import claims, findings, twins
+from . import claims, findings, metrics, twins
 from .claims import Verdict
 from .features import Features
 
@@ -69,7 +69,7 @@ def patch_checks(feats: Features, truth: twins.Truth, seed: int = 0) -> list[dic
     """Every patch-level finding on one twin: outliers (both claims), share, positions, onset, redundancy."""
     name = truth.plant
     norms = findings.patch_grid(feats, "norm")  # (B, Np) last block
-    cutoff = findings.cutoff_from_norms(norms, 150.0)
+    cutoff = findings.cutoff_from_norms(norms, metrics.PAPER_THRESHOLD)
     share = findings.outlier_share_interval(norms, cutoff.value, seed, refit=True)
     bimodal = cutoff.adaptive.bimodal
     planted = f"{truth.per_image} of {truth.num_patches} patches per image ({truth.share:.1%})"
@@ -112,7 +112,7 @@ def register_checks(plain: Features, registers: Features, seed: int = 0) -> list
     """The register claims on a pair of twins of one network: patch outliers (``plain``) against the same
     norm planted into the register tokens (``registers``), and the plain twin against itself (nothing moved)."""
     plain_norms, register_norms = findings.patch_grid(plain, "norm"), findings.patch_grid(registers, "norm")
-    cutoff = findings.cutoff_from_norms(plain_norms, 150.0)
+    cutoff = findings.cutoff_from_norms(plain_norms, metrics.PAPER_THRESHOLD)
     cutoff_ratio = cutoff.value / float(np.median(plain_norms))
     moved = findings.register_reduction_interval(plain_norms, register_norms, cutoff_ratio, seed)
     unmoved = findings.register_reduction_interval(plain_norms, plain_norms, cutoff_ratio, seed)
