@@ -109,8 +109,8 @@ def _photo_folder(folder: Path, count: int, seed: int = 0) -> Path:
 RSS_CHILD = """
 import resource, sys
 from analysis import features
-features.extract({spec!r}, {folder!r}, None, 224, cache_dir={cache!r}, weights_dir={weights!r},
-                 allow_hub=False, progress=False)
+features.extract({spec!r}, features.RunOptions({folder!r}, None, 224, cache_dir={cache!r}, weights_dir={weights!r},
+                                               allow_hub=False, progress=False))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

@@ -418,6 +418,10 @@ def _no_outliers(bimodal: bool, share: Interval) -> Verdict:
 MIN_ATTENTION_ENRICHMENT = 2.0
 
 
+ATTENTION_RULE = (f"CLS attention on high-norm patches / their area share >= {MIN_ATTENTION_ENRICHMENT:g}x (interval), "
+                  "and, against normal patches at the same positions, too; pinned outliers: confounded by position")
+
+
 def judge_attention(random_weights: bool, has_outliers: bool, enrichment: Interval, pinned: bool = False,
                     matched: Interval | None = None) -> Judgement:
     """Mechanism: where a model has high-norm patches, last-layer CLS attention concentrates on them.
@@ -426,12 +430,9 @@ def judge_attention(random_weights: bool, has_outliers: bool, enrichment: Interv
     against normal patches at the same grid positions; ``pinned``: the outliers never leave their positions,
     so attention to those positions cannot be told from attention to the outliers.
     """
-    rule = (f"CLS attention on high-norm patches / their area share >= {MIN_ATTENTION_ENRICHMENT:g}x (interval), "
-            "and, against normal patches at the same positions, too; pinned outliers: confounded by position")
-    claim = "attention"
-    gate = _outlier_gate(claim, rule, random_weights, has_outliers,
-                         "no high-norm patches in this model: nothing to attend to")
-    if gate:
+    claim, rule = "attention", ATTENTION_RULE
+    if gate := _outlier_gate(claim, rule, random_weights, has_outliers,
+                             "no high-norm patches in this model: nothing to attend to"):
         return gate
     measured = f"enrichment {enrichment.text('.1f')}" + (
         f", position-matched {matched.text('.1f')}" if matched is not None else "")
@@ -585,8 +586,7 @@ def judge_redundancy(random_weights: bool, has_outliers: bool, auc: Interval, pi
     rule = (f"ROC AUC of neighbour cosine within grid positions (outliers vs. non-outliers at the same position, "
             f"averaged) >= {MIN_REDUNDANCY_AUC} (interval)")
     claim = "redundancy"
-    gate = _outlier_gate(claim, rule, random_weights, has_outliers, "no high-norm patches in this model")
-    if gate:
+    if gate := _outlier_gate(claim, rule, random_weights, has_outliers, "no high-norm patches in this model"):
         return gate
     measured = f"AUC {auc.text('.2f')}"
     if pinned:
@@ -719,8 +719,7 @@ def judge_test_time_registers(random_weights: bool, has_outliers: bool, n_neuron
     """
     rule = f"outlier share falls by >= {MIN_OUTLIER_REDUCTION:.0%} on held-out images (interval)"
     claim = "test_time_registers"
-    gate = _outlier_gate(claim, rule, random_weights, has_outliers, "the model has no outliers to remove")
-    if gate:
+    if gate := _outlier_gate(claim, rule, random_weights, has_outliers, "the model has no outliers to remove"):
         return gate
     if n_neurons == 0:
         return Judgement(Verdict.NOT_REPRODUCED, "no unit singles out the outlier positions", rule, None, claim)
@@ -743,9 +742,8 @@ def judge_test_time_attention(random_weights: bool, has_outliers: bool, n_neuron
     rule = (f"before, CLS attention on the outlier patches / their area share >= {MIN_ATTENTION_ENRICHMENT:g}x; "
             f"after the intervention <= {MAX_ATTENTION_AFTER:g}x on the same held-out images (intervals)")
     claim = "test_time_attention"
-    gate = _outlier_gate(claim, rule, random_weights, has_outliers,
-                         "the model has no outliers whose attention could fall")
-    if gate:
+    if gate := _outlier_gate(claim, rule, random_weights, has_outliers,
+                             "the model has no outliers whose attention could fall"):
         return gate
     before = (Verdict.REPRODUCED if enrichment_before is None
               else interval_rule(enrichment_before, MIN_ATTENTION_ENRICHMENT))
@@ -766,6 +764,10 @@ def judge_test_time_attention(random_weights: bool, has_outliers: bool, n_neuron
 MIN_DISCOVERY_IMAGES = 8
 
 
+DISCOVERY_RULE = (f"CorLoc gain (with - without the register) > 0 (interval, >= {MIN_DISCOVERY_IMAGES} images); "
+                  "LOST at its floor (whole-image boxes): inconclusive")
+
+
 def judge_discovery(random_weights: bool, has_outliers: bool, moved: bool, corloc_gain: Interval,
                     at_floor: bool = False) -> Judgement:
     """Mechanism: LOST finds objects better once the outliers are gone.
@@ -774,12 +776,9 @@ def judge_discovery(random_weights: bool, has_outliers: bool, moved: bool, corlo
     over the same images; ``at_floor``: LOST's box is (almost) the whole image on most images both ways,
     so CorLoc is near 0 by construction and a difference says nothing.
     """
-    rule = (f"CorLoc gain (with - without the register) > 0 (interval, >= {MIN_DISCOVERY_IMAGES} images); "
-            "LOST at its floor (whole-image boxes): inconclusive")
-    claim = "discovery"
-    gate = _outlier_gate(claim, rule, random_weights, has_outliers,
-                         "the model has no outliers on these images: nothing to remove")
-    if gate:
+    claim, rule = "discovery", DISCOVERY_RULE
+    if gate := _outlier_gate(claim, rule, random_weights, has_outliers,
+                             "the model has no outliers on these images: nothing to remove"):
         return gate
     if not moved:
         return _untestable(claim, "the register moved no outlier on these images", rule)

@@ -126,19 +126,6 @@ def at_floor(discoveries: list[Discovery], grid: tuple[int, int] | None = None) 
     return bool(np.isnan(share) or share >= FLOOR_SHARE)
 
 
-def paired_hit_difference(without: np.ndarray, with_: np.ndarray) -> np.ndarray:
-    """Per-image CorLoc difference of two models on the same images (paper, Table 3).
-
-    ``without``, ``with_``: ``(B,)`` bool hits (from ``hits``) of the model without and with trained
-    registers, paired by image. Returns ``(B,)`` float in {-1, 0, 1}: ``with_ - without``; its mean is
-    the CorLoc gain, and a bootstrap over its entries (e.g. ``findings.image_bootstrap``) its interval.
-    """
-    without, with_ = np.asarray(without, dtype=bool), np.asarray(with_, dtype=bool)
-    if without.shape != with_.shape or without.ndim != 1:
-        raise ValueError(f"hits must be paired (B,) arrays, got {without.shape} and {with_.shape}")
-    return with_.astype(float) - without.astype(float)
-
-
 def patch_box_to_pixels(box: tuple[int, int, int, int], patch: int, scale: tuple[float, float] = (1.0, 1.0)) -> Box:
     """Patch-unit box → pixel box, then scaled by ``(sx, sy)`` back to the original image."""
     row0, col0, row1, col1 = box
@@ -246,12 +233,154 @@ def pixel_boxes(discoveries: list[Discovery], patch: int, scales: list[tuple[flo
     return [patch_box_to_pixels(found.box, patch, scales[i]) for i, found in enumerate(discoveries)]
 
 
-def find_boxes(keys: np.ndarray, grid: tuple[int, int], patch: int, scales: list[tuple[float, float]],
-               k: int = 100) -> list[Box]:
-    """LOST on each image's patch keys ``(B, Np, d)``; boxes in the original images' pixels."""
-    return pixel_boxes(discover(keys, grid, k), patch, scales)
-
-
 def hits(predicted: list[Box], truth: list[list[Box]], threshold: float = 0.5) -> np.ndarray:
     """``(B,)`` bool: does each image's box overlap one of its true boxes with IoU ≥ ``threshold``?"""
     return np.array([any(iou(box, gt) >= threshold for gt in boxes) for box, boxes in zip(predicted, truth)], dtype=bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# The object-discovery page: LOST on a cached pass, and the comparisons it judges
+
+@dataclass(frozen=True)
+class AnnotatedSample:
+    """Annotated images: records to run, true boxes and original sizes (pixels), in the same order."""
+
+    records: list  # analysis.images.ImageRecord
+    truth: list[list[Box]]
+    sizes: list[tuple[int, int]]  # (width, height)
+
+    def scales(self, resolution: int) -> list[tuple[float, float]]:
+        """Per image ``(sx, sy)`` from the squeezed ``resolution``-px square back to its original pixels."""
+        return [(width / resolution, height / resolution) for width, height in self.sizes]
+
+    def subset(self, indices) -> "AnnotatedSample":
+        return AnnotatedSample([self.records[i] for i in indices], [self.truth[i] for i in indices],
+                               [self.sizes[i] for i in indices])
+
+
+def annotated_sample(voc_root: str | Path | None, voc_split: str | None, n_images: int, seed: int = 0,
+                     cache_dir: str | Path | None = None) -> AnnotatedSample:
+    """A seeded sample of ``n_images`` annotated images of a VOC-style folder (None: the planted set, written
+    once under the feature cache), in the folder's order."""
+    from . import features, images
+
+    folder = voc_root or planted_voc(Path(cache_dir or features.default_cache_dir()) / "planted_voc", n_images, seed)
+    items = list_voc(folder, voc_split)
+    items = [items[i] for i in sorted(np.random.default_rng(seed).permutation(len(items))[:n_images])]
+    return AnnotatedSample([images.ImageRecord(path.stem, str(path)) for path, _ in items],
+                           [boxes for _, boxes in items], [images.read_image_file(path).size for path, _ in items])
+
+
+@dataclass(frozen=True)
+class LostResult:
+    """LOST's discovery, box and hit per image of one pass (``hits``: ``(B,)`` bool, IoU ≥ 0.5)."""
+
+    spec: str
+    weights: str
+    random_weights: bool
+    num_registers: int
+    found: list[Discovery]
+    boxes: list[Box]
+    hits: np.ndarray
+
+    @property
+    def at_floor(self) -> bool:
+        return at_floor(self.found)
+
+    def subset(self, indices) -> "LostResult":
+        return LostResult(self.spec, self.weights, self.random_weights, self.num_registers,
+                          [self.found[i] for i in indices],
+                          [self.boxes[i] for i in indices], self.hits[list(indices)])
+
+    def row(self, condition: str | None = None) -> dict:
+        """One row of the page's table: CorLoc and the share of whole-image boxes (the floor); ``condition``
+        defaults to how the model was trained (with or without registers)."""
+        condition = condition or ("trained registers" if self.num_registers else "as released")
+        return {"model": self.spec, "condition": condition, "images": len(self.hits),
+                "corloc": float(self.hits.mean()) if len(self.hits) else float("nan"),
+                "whole_image_boxes": floor_share(self.found)}
+
+
+def evaluate(feats, sample: AnnotatedSample, k: int = 100) -> LostResult:
+    """LOST on the last-block keys of a pass that kept ``"keys"`` over ``sample`` (squeezed to squares), boxes
+    in the original images' pixels, hits against the true boxes."""
+    prefix = int(feats.meta["num_prefix_tokens"])  # CLS, registers and any test-time register are dropped
+    found = discover(np.asarray(feats.arrays["keys"][:, prefix:]), feats.grid, k)
+    boxes = pixel_boxes(found, int(feats.meta["patch_size"]), sample.scales(int(feats.meta["resolution"])))
+    return LostResult(feats.meta["spec"], feats.provenance.label(), feats.provenance.is_random,
+                      int(feats.meta["num_registers"]), found, boxes, hits(boxes, sample.truth))
+
+
+@dataclass(frozen=True)
+class MovedComparison:
+    """LOST on the held-out images with the register units moved against as released, paired per image."""
+
+    gain: object  # analysis.stats.Interval: CorLoc moved − as released
+    moved_any: bool  # did the move remove any high-norm patch?
+    at_floor: bool  # both sides at LOST's floor: the comparison says nothing
+    rows: list[dict]
+
+
+def compare_moved(released: LostResult, high: np.ndarray, moved, sample: AnnotatedSample, cutoff: float,
+                  k: int = 100, seed: int = 0) -> MovedComparison:
+    """The test-time-register comparison of one model: ``moved`` is its
+    :class:`~analysis.test_time.MovedPass` (None: not run, a zero gain on the held-out half that the rule
+    reads as "nothing moved"); ``high``: ``(B, Np)`` outlier mask of the released pass; ``cutoff``: its cutoff."""
+    from . import findings, probes
+
+    if moved is None:
+        _, held_out = probes.split_images(len(released.hits), seed)
+        same = released.hits[held_out]
+        return MovedComparison(findings.paired_gap(same, same, seed), False, False, [])
+    held = released.subset(moved.held_out)
+    after = evaluate(moved.moved, sample.subset(moved.held_out), k)
+    moved_any = bool((findings.patch_grid(moved.moved, "norm") > cutoff).sum() < high[moved.held_out].sum())
+    return MovedComparison(findings.paired_gap(after.hits, held.hits, seed), moved_any,
+                           after.at_floor and held.at_floor,
+                           [after.row("test-time register (held-out half)"), held.row("as released (held-out half)")])
+
+
+def results_table(lost: dict[str, "LostResult"], compared: dict[str, MovedComparison]) -> "pd.DataFrame":
+    """The page's table: one row per model as released (or trained with registers), then its held-out
+    comparison rows where the test-time register was run."""
+    import pandas as pd
+
+    rows = []
+    for spec, result in lost.items():
+        rows += [result.row()] + (compared[spec].rows if spec in compared else [])
+    return pd.DataFrame(rows, columns=["model", "condition", "images", "corloc", "whole_image_boxes"])
+
+
+def with_test_time_register(feats, released: LostResult, cutoff: float, sample: AnnotatedSample, run, k: int = 100,
+                            seed: int = 0, enabled: bool = True) -> MovedComparison:
+    """:func:`compare_moved` after :func:`analysis.test_time.moved_pass` on the released pass ``feats`` (its
+    outliers: patches above ``cutoff``; ``run``: the page's run options, whose batch size the units' choice uses);
+    ``enabled`` False compares nothing (the rule then reads "nothing moved")."""
+    from . import findings, test_time
+
+    high = findings.patch_grid(feats, "norm") > cutoff
+    moved = (test_time.moved_pass(feats, high, run, batch_size=run.batch_size, keep=("keys",)) if enabled
+             else None)
+    return compare_moved(released, high, moved, sample, cutoff, k, seed)
+
+
+def register_partners(results: dict[str, LostResult]) -> list[tuple[LostResult, LostResult]]:
+    """Pairs ``(without, with trained registers)`` among the results: a ``*_patch14_*`` model and its
+    ``*_patch14_reg4_*`` twin (the paper's Table 3)."""
+    pairs = []
+    for spec, result in results.items():
+        partner = spec.replace("_patch14_", "_patch14_reg4_")
+        if partner != spec and partner in results:
+            pairs.append((result, results[partner]))
+    return pairs
+
+
+def judge_register_pair(plain: LostResult, with_registers: LostResult, seed: int = 0):
+    """:func:`analysis.claims.judge_discovery_registers` on the same images, paired per image."""
+    from . import claims, findings
+    from .models import ModelSpec
+
+    return claims.judge_discovery_registers(
+        ModelSpec.parse(plain.spec).name, ModelSpec.parse(with_registers.spec).name,
+        plain.random_weights or with_registers.random_weights,
+        findings.paired_gap(with_registers.hits, plain.hits, seed), plain.at_floor and with_registers.at_floor)

@@ -9,7 +9,7 @@ leaves a half-written entry; the next run simply recomputes it.
 
 Frames (one row per …):
 
-* ``norms``     image × block × token: ``image_id, layer, token, kind, row, col, norm``
+* ``norms``     image × block × token: ``image_id, block, token, kind, row, col, norm``
   (``kind`` is ``cls``, ``register`` or ``patch``; ``row``/``col`` are −1 for prefix tokens);
 * ``patches``   image × patch: ``image_id, token, row, col, neighbour_cosine, cls_attention, norm``
   (last block; ``cls_attention`` is the head-mean CLS attention, ``neighbour_cosine`` is
@@ -26,11 +26,14 @@ Every model pass appends one line to ``<cache>/passes.jsonl``, so the benchmark 
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +45,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from . import hooks, images, metrics, models, twins
+from . import hooks, images, intervention, metrics, models, twins
 
 DEFAULT_CACHE_ENV = "REGISTERS_CACHE"
 FRAMES = ("norms", "patches", "attention")
@@ -90,11 +93,11 @@ class Features:
         used = [self.meta["image_sample"]] if "image_sample" in self.meta else []
         return used + converted + [f"skipped {problem}" for problem in self.meta.get("skipped", [])] + mixed
 
-    def patch_norms(self, layer: int = -1) -> pd.DataFrame:
-        """Patch-token rows of one block (negative counts from the end)."""
-        layer = layer + self.depth if layer < 0 else layer
+    def patch_rows(self, block: int = -1) -> pd.DataFrame:
+        """The ``norms`` frame's patch-token rows of one block (negative counts from the end)."""
+        block = block + self.depth if block < 0 else block
         frame = self.norms
-        return frame[(frame.layer == layer) & (frame.kind == "patch")]
+        return frame[(frame.block == block) & (frame.kind == "patch")]
 
 
 def cache_key(provenance: models.Provenance, spec: str, image_key: str, resolution: int, square: bool = False,
@@ -123,55 +126,54 @@ def _token_layout(num_prefix: int, grid: tuple[int, int]) -> tuple[np.ndarray, n
     return kinds, rows, cols
 
 
-def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[str, pd.DataFrame]:
-    """Reduce one batch's :class:`~analysis.hooks.Capture` to the three tidy frames."""
-    batch, depth, num_tokens = capture.block_norms.shape
-    prefix, grid = capture.num_prefix_tokens, capture.grid
-    kinds, rows, cols = _token_layout(prefix, grid)
-    ids = np.asarray(image_ids, dtype=object)
+def _token_frame(ids: np.ndarray, inner: str, values: np.ndarray, layout: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 column: str) -> pd.DataFrame:
+    """Tidy rows of ``values`` ``(B, I, N)``: one per image × ``inner`` index (block or head) × token, with the
+    token's ``kind``, ``row`` and ``col`` from ``layout`` (:func:`_token_layout`)."""
+    batch, size, num_tokens = values.shape
+    kinds, rows, cols = layout
+    return pd.DataFrame({
+        "image_id": np.repeat(ids, size * num_tokens),
+        inner: np.tile(np.repeat(np.arange(size), num_tokens), batch),
+        "token": np.tile(np.arange(num_tokens), batch * size),
+        "kind": np.tile(kinds, batch * size),
+        "row": np.tile(rows, batch * size),
+        "col": np.tile(cols, batch * size),
+        column: values.reshape(-1),
+    })
 
-    norms = pd.DataFrame(
-        {
-            "image_id": np.repeat(ids, depth * num_tokens),
-            "layer": np.tile(np.repeat(np.arange(depth), num_tokens), batch),
-            "token": np.tile(np.arange(num_tokens), batch * depth),
-            "kind": np.tile(kinds, batch * depth),
-            "row": np.tile(rows, batch * depth),
-            "col": np.tile(cols, batch * depth),
-            "norm": capture.block_norms.reshape(-1).cpu().numpy(),
-        }
-    )
+
+def _last_cls_attention(capture: hooks.Capture) -> torch.Tensor:
+    """``(B, H, N)`` the last captured block's CLS attention; ``(B, 0, N)`` for a model without a CLS token."""
+    batch, _, num_tokens = capture.block_norms.shape
+    if capture.cls_attention:
+        return capture.cls_attention[max(capture.cls_attention)].float().cpu()
+    return torch.full((batch, 0, num_tokens), float("nan"))
+
+
+def frames_from_capture(capture: hooks.Capture, image_ids: list[str]) -> dict[str, pd.DataFrame]:
+    """Reduce one batch's :class:`~analysis.hooks.Capture` to the three tidy frames (module docstring)."""
+    batch, _, num_tokens = capture.block_norms.shape
+    prefix, grid = capture.num_prefix_tokens, capture.grid
+    layout = _token_layout(prefix, grid)
+    ids = np.asarray(image_ids, dtype=object)
+    norms = _token_frame(ids, "block", capture.block_norms.cpu().numpy(), layout, "norm")
 
     num_patches = grid[0] * grid[1]
     embed_grid = capture.patch_embed.reshape(batch, grid[0], grid[1], -1).float().cpu()
-    if capture.cls_attention:
-        cls_attention = capture.cls_attention[max(capture.cls_attention)].float().cpu()  # (B, H, N)
-    else:  # a model without a CLS token: no CLS attention (nan), no per-head rows
-        cls_attention = torch.full((batch, 0, num_tokens), float("nan"))
-    heads = cls_attention.shape[1]
-    patches = pd.DataFrame(
-        {
-            "image_id": np.repeat(ids, num_patches),
-            "token": np.tile(np.arange(prefix, num_tokens), batch),
-            "row": np.tile(rows[prefix:], batch),
-            "col": np.tile(cols[prefix:], batch),
-            "neighbour_cosine": metrics.neighbour_cosine(embed_grid).reshape(-1).numpy(),
-            "cls_attention": (cls_attention[:, :, prefix:].mean(1) if heads else
-                              torch.full((batch, num_patches), float("nan"))).reshape(-1).numpy(),
-            "norm": capture.block_norms[:, -1, prefix:].reshape(-1).cpu().numpy(),
-        }
-    )
-    attention = pd.DataFrame(
-        {
-            "image_id": np.repeat(ids, heads * num_tokens),
-            "head": np.tile(np.repeat(np.arange(heads), num_tokens), batch),
-            "token": np.tile(np.arange(num_tokens), batch * heads),
-            "kind": np.tile(kinds, batch * heads),
-            "row": np.tile(rows, batch * heads),
-            "col": np.tile(cols, batch * heads),
-            "attention": cls_attention.reshape(-1).numpy(),
-        }
-    )
+    cls_attention = _last_cls_attention(capture)  # (B, H, N)
+    mean_attention = (cls_attention[:, :, prefix:].mean(1) if cls_attention.shape[1]
+                      else torch.full((batch, num_patches), float("nan")))  # no CLS token: nan
+    patches = pd.DataFrame({
+        "image_id": np.repeat(ids, num_patches),
+        "token": np.tile(np.arange(prefix, num_tokens), batch),
+        "row": np.tile(layout[1][prefix:], batch),
+        "col": np.tile(layout[2][prefix:], batch),
+        "neighbour_cosine": metrics.neighbour_cosine(embed_grid).reshape(-1).numpy(),
+        "cls_attention": mean_attention.reshape(-1).numpy(),
+        "norm": capture.block_norms[:, -1, prefix:].reshape(-1).cpu().numpy(),
+    })
+    attention = _token_frame(ids, "head", cls_attention.numpy(), layout, "attention")
     return {"norms": norms, "patches": patches, "attention": attention}
 
 
@@ -215,6 +217,72 @@ def _remove_abandoned(folder: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+class DiskFullError(OSError):
+    """The disk holding the feature cache has too little free space for a pass's entry (``errno`` ENOSPC).
+
+    The message is one line naming the folder, the free space and what the pass needs; nothing is left behind.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.errno = errno.ENOSPC  # set after construction: str() stays the one line, without "[Errno 28]"
+
+
+#: Bytes one row of each frame takes on disk, rounded up from ViT-Ti/16 entries (parquet, 8 images: 6.3, 21
+#: and 7.3): the float32 value is all that does not compress; ids and positions dictionary-encode to little.
+ROW_BYTES = {"norms": 8, "patches": 24, "attention": 8}
+#: ``meta.json``, parquet footers and row-group headers: small, but never zero.
+ENTRY_OVERHEAD_BYTES = 1 << 20
+
+
+def entry_bytes(n_images: int, blocks: int, tokens: int, heads: int,
+                kept: dict[str, tuple[int, ...]] | None = None) -> int:
+    """About how many bytes a cache entry of ``n_images`` takes on disk (an upper estimate).
+
+    Rows: ``norms`` images × ``blocks`` × ``tokens``, ``patches`` images × ``tokens`` (prefix tokens counted:
+    an upper bound), ``attention`` images × ``heads`` × ``tokens``; ``kept``: each kept array's per-image
+    shape, e.g. ``{"output": (tokens, dim)}``, stored as float32 ``(n_images, *shape)``.
+    """
+    rows = {"norms": blocks * tokens, "patches": tokens, "attention": heads * tokens}
+    frames = sum(ROW_BYTES[name] * count for name, count in rows.items())
+    arrays = sum(4 * int(np.prod(shape)) for shape in (kept or {}).values())
+    return n_images * (frames + arrays) + ENTRY_OVERHEAD_BYTES
+
+
+def _batch_estimate(n_images: int, frames: dict[str, pd.DataFrame], arrays: dict[str, np.ndarray],
+                    batch: int) -> int:
+    """:func:`entry_bytes` of ``n_images`` read off one batch of ``batch`` images (its frames and arrays)."""
+    tokens = int(frames["norms"]["token"].max()) + 1
+    blocks = len(frames["norms"]) // (batch * tokens)
+    heads = len(frames["attention"]) // (batch * tokens)
+    return entry_bytes(n_images, blocks, tokens, heads, {name: array.shape[1:] for name, array in arrays.items()})
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """An OSError that means the disk (or the user's quota) is full; pyarrow's carry no errno, only the text."""
+    return isinstance(error, OSError) and (
+        error.errno in (errno.ENOSPC, errno.EDQUOT)
+        or any(text in str(error) for text in ("No space left on device", "Disk quota exceeded")))
+
+
+def _megabytes(size: int | float) -> str:
+    return f"{size / 1e6:,.1f} MB" if size < 1e9 else f"{size / 1e9:,.2f} GB"
+
+
+def _preallocate(path: Path) -> None:
+    """Reserve ``path``'s blocks now: a memory-mapped write into a sparse file on a full disk is a SIGBUS
+    that kills the kernel (and leaves the temporary folder), where ``posix_fallocate`` raises ENOSPC."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as error:
+            if is_disk_full(error):
+                raise
+            # EOPNOTSUPP / EINVAL: a file system without preallocation; writes then find out
+
+
 class EntryWriter:
     """Writes one cache entry batch by batch, so memory stays flat however many images the pass has.
 
@@ -222,29 +290,76 @@ class EntryWriter:
     files of their final shape, all inside a private temporary folder named after the writing process;
     :meth:`commit` renames it into place, so readers never see a partial entry, and a later run can
     tell the leftovers of a killed run from a write still in progress and remove them.
+
+    Disk space: before anything is written (``expected_bytes`` when the caller knows the entry's size, see
+    :func:`entry_bytes`; otherwise from the first batch) the free space is checked, and a full disk met while
+    writing is the same :class:`DiskFullError`, with the temporary folder removed.
     """
 
-    def __init__(self, folder: Path, n_images: int):
+    def __init__(self, folder: Path, n_images: int, expected_bytes: int | None = None):
         self.folder, self.n_images, self.written = folder, n_images, 0
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned(folder)
-        self.tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
+        self.needed = expected_bytes  # bytes the entry will take, once known
         self.tables: dict[str, pq.ParquetWriter] = {}
         self.arrays: dict[str, np.ndarray] = {}
+        self.tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned(folder)
+            if expected_bytes is not None:
+                self._check_free_space(expected_bytes)
+            self.tmp.mkdir()
+        except OSError as error:
+            self._raise_if_disk_full(error)
+            raise
+
+    def _disk_full(self, free: int | None = None) -> DiskFullError:
+        """The one-line error: where, how much is free, how much the pass needs."""
+        if free is None:
+            try:
+                free = shutil.disk_usage(self.folder.parent).free
+            except OSError:
+                free = 0
+        needs = (f"the pass needs about {_megabytes(self.needed)} ({self.n_images} images)" if self.needed
+                 else f"the pass writes {self.n_images} images")
+        return DiskFullError(f"not enough disk space for the feature cache in {self.folder.parent}: "
+                             f"{_megabytes(free)} free, {needs}; free some space or set {DEFAULT_CACHE_ENV} "
+                             "to a folder on a larger disk (nothing was written)")
+
+    def _check_free_space(self, needed: int) -> None:
+        self.needed = needed
+        free = shutil.disk_usage(self.folder.parent).free
+        if free < needed:
+            self.abort()
+            raise self._disk_full(free)
+
+    def _raise_if_disk_full(self, error: OSError) -> None:
+        """Turn ENOSPC (or a full quota) into :class:`DiskFullError`, removing the temporary folder first."""
+        if isinstance(error, DiskFullError):
+            return
+        if is_disk_full(error):
+            self.abort()
+            raise self._disk_full() from None
 
     def add_batch(self, frames: dict[str, pd.DataFrame], arrays: dict[str, np.ndarray], batch: int) -> None:
         """Append one batch of ``batch`` images: its tidy frames, and its kept arrays ``(B, ...)``."""
-        for name in FRAMES:
-            table = pa.Table.from_pandas(frames[name], preserve_index=False)
-            if name not in self.tables:
-                self.tables[name] = pq.ParquetWriter(self.tmp / f"{name}.parquet", table.schema)
-            self.tables[name].write_table(table.cast(self.tables[name].schema))
-        for name, array in arrays.items():
-            if name not in self.arrays:
-                self.arrays[name] = np.lib.format.open_memmap(
-                    self.tmp / f"{name}.npy", mode="w+", dtype=np.float32, shape=(self.n_images, *array.shape[1:]))
-            self.arrays[name][self.written : self.written + batch] = array
+        if self.needed is None:  # first batch: its shapes give the entry's size before a byte is written
+            self._check_free_space(_batch_estimate(self.n_images, frames, arrays, batch))
+        try:
+            for name in FRAMES:
+                table = pa.Table.from_pandas(frames[name], preserve_index=False)
+                if name not in self.tables:
+                    self.tables[name] = pq.ParquetWriter(self.tmp / f"{name}.parquet", table.schema)
+                self.tables[name].write_table(table.cast(self.tables[name].schema))
+            for name, array in arrays.items():
+                if name not in self.arrays:
+                    path = self.tmp / f"{name}.npy"
+                    self.arrays[name] = np.lib.format.open_memmap(
+                        path, mode="w+", dtype=np.float32, shape=(self.n_images, *array.shape[1:]))
+                    _preallocate(path)
+                self.arrays[name][self.written : self.written + batch] = array
+        except OSError as error:
+            self._raise_if_disk_full(error)
+            raise
         self.written += batch
 
     def commit(self, meta: dict) -> None:
@@ -264,13 +379,19 @@ class EntryWriter:
             except OSError:  # another run finished the same entry first: keep theirs
                 if not (self.folder / "meta.json").is_file():
                     raise
+        except OSError as error:
+            self._raise_if_disk_full(error)
+            raise
         finally:
             self.abort()
 
     def abort(self) -> None:
         """Remove the temporary folder (after a commit, whatever the rename left)."""
         for writer in self.tables.values():
-            writer.close()
+            try:
+                writer.close()
+            except OSError:  # closing writes the footer: on a full disk it fails too, and the folder goes anyway
+                pass
         self.tables.clear()
         self.arrays.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -328,120 +449,194 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def extract(
-    spec: str,
-    image_source: str | Path | list[images.ImageRecord] = "builtin",
-    n_images: int | None = None,
-    resolution: int = 224,
-    *,
-    seed: int = 0,
-    weights_dir: str | Path | None = None,
-    weights_file: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    batch_size: int = 4,
-    keep: tuple[str, ...] = (),
-    square: bool = False,
-    device: str | None = "auto",
-    precision: str = "float32",
-    allow_hub: bool = True,
-    progress: bool = True,
-    plant: "twins.Plant | None" = None,
-) -> Features:
-    """Features of ``spec`` on a seeded sample of ``n_images`` from ``image_source`` at ``resolution`` px.
+@dataclass(frozen=True)
+class RunOptions:
+    """How a page runs its passes, built once from its parameters cell and handed to every :func:`extract`.
 
-    ``image_source``: ``"builtin"``, a folder, or a list of image records (e.g. labelled digits);
-    ``keep``: arrays to store besides the reductions (``"output"``, ``"keys"``); ``square``: squeeze
-    the whole image to a square instead of taking the centre crop (boxes then map back by scaling);
-    ``precision``: ``"bfloat16"`` runs under autocast once its norms agreed with float32 on the first
-    batch within :data:`PRECISION_TOLERANCE` (else :class:`PrecisionError`);
-    ``plant``: run the model as a twin with planted high-norm tokens (:mod:`analysis.twins`); the plant
-    goes into the cache key, ``meta["plant"]`` and, per image, what was planted into ``meta["planted"]``.
-    Reads the cache when the same pass was done before; otherwise runs the model once.
+    ``image_source``: ``"builtin"``, ``"imagenette"``, a folder, one image file, or a list of image records
+    (e.g. labelled digits); ``n_images``: the seeded sample's size (None: all); ``resolution``: input side in
+    pixels; ``seed``: image sampling and random initialisation; ``device``: ``"auto"`` (CUDA when there is
+    one), ``"cpu"``, ``"cuda"``; ``precision``: ``"bfloat16"`` runs under autocast once its norms agreed with
+    float32 on the first batch within :data:`PRECISION_TOLERANCE` (else :class:`PrecisionError`).
     """
-    autocast(torch.device("cpu"), precision)  # an unknown precision is refused before anything runs
+
+    image_source: str | Path | list = "builtin"
+    n_images: int | None = None
+    resolution: int = 224
+    seed: int = 0
+    weights_dir: str | Path | None = None
+    device: str | None = "auto"
+    precision: str = "float32"
+    cache_dir: str | Path | None = None
+    batch_size: int = 4
+    allow_hub: bool = True
+    progress: bool = True
+
+    def replace(self, **changes) -> "RunOptions":
+        """A copy with some options changed, e.g. ``run.replace(resolution=448)``."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """Where a pass's cache entry lives, and what identifies it."""
+
+    folder: Path
+    image_key: str
+    keep: tuple[str, ...]  # sorted; what the entry will hold (what was asked for, plus what it held before)
+    cached: bool  # the entry exists and holds everything asked for: no pass needed
+
+
+def _check_request(run: RunOptions, keep: tuple[str, ...]) -> None:
+    autocast(torch.device("cpu"), run.precision)  # an unknown precision is refused before anything runs
     unknown = set(keep) - set(ARRAYS)
     if unknown:
         raise ValueError(f"unknown array(s) to keep: {sorted(unknown)}; choose from {ARRAYS}")
-    candidates = image_source if isinstance(image_source, list) else images.list_images(image_source)
-    ordered = images.sample_order(candidates, n_images, seed)  # the sample first, then its replacements
-    images.check_resolution_value(resolution)
-    provenance = models.resolve_weights(
-        spec, weights_file=weights_file, weights_dir=weights_dir, seed=seed, allow_hub=allow_hub
-    )
-    architecture = models.build_architecture(provenance.model, resolution, device="meta")
-    images.check_resolution(resolution, models.patch_size(architecture))
-    image_key = f"{images.image_set_key(ordered)}:{n_images}"
-    key = cache_key(provenance, spec, image_key, resolution, square, precision)
+    images.check_resolution_value(run.resolution)
+
+
+def register_key(base_key: str, register: Sequence[intervention.RegisterNeuron]) -> str:
+    """A cache key for a pass with a test-time register moving ``register``'s units, on top of ``base_key``."""
+    units = [[neuron.block, neuron.neuron] for neuron in register]
+    return hashlib.sha256(f"{base_key}|test-time-register|{json.dumps(units)}".encode()).hexdigest()[:16]
+
+
+def _locate_entry(spec: str, provenance: models.Provenance, ordered: list[images.ImageRecord], run: RunOptions,
+                  keep: tuple[str, ...], square: bool, plant: "twins.Plant | None",
+                  register: Sequence[intervention.RegisterNeuron]) -> _Entry:
+    """The cache folder of this pass; ``keep`` grows to what an existing entry already holds."""
+    architecture = models.build_architecture(provenance.model, run.resolution, device="meta")
+    images.check_resolution(run.resolution, models.patch_size(architecture))
+    image_key = f"{images.image_set_key(ordered)}:{run.n_images}"
+    key = cache_key(provenance, spec, image_key, run.resolution, square, run.precision)
     if plant is not None:
         key = twins.cache_key(key, plant)
-    cache = Path(cache_dir or default_cache_dir())
-    twin = f"twin-{plant.name}-" if plant is not None else ""
+    if register:
+        key = register_key(key, register)
+    twin = (f"twin-{plant.name}-" if plant is not None else "") + ("ttr-" if register else "")
+    cache = Path(run.cache_dir or default_cache_dir())
     folder = cache / f"{provenance.model}-{'random-' if provenance.is_random else ''}{twin}{key}"
-    if (folder / "meta.json").is_file():
-        kept = json.loads((folder / "meta.json").read_text()).get("kept", [])
-        if set(keep) <= set(kept):
-            return _read_entry(folder)
-        keep = tuple(sorted(set(keep) | set(kept)))
+    held = (set(json.loads((folder / "meta.json").read_text()).get("kept", []))
+            if (folder / "meta.json").is_file() else None)
+    return _Entry(folder, image_key, tuple(sorted(set(keep) | (held or set()))),
+                  cached=held is not None and set(keep) <= held)
 
-    sample = images.readable_sample(candidates, n_images, seed)  # unreadable files skipped and listed
-    records = sample.records
-    target = resolve_device(device)
-    model, provenance = models.load_model(
-        spec, img_size=resolution, weights_file=weights_file, weights_dir=weights_dir, seed=seed, allow_hub=allow_hub
-    )
+
+def _pass_meta(spec: str, provenance: models.Provenance, model: torch.nn.Module, capture: hooks.Capture,
+               sample: images.ImageSample, predicted: list[int], run: RunOptions, target: torch.device,
+               deviation: float | None, square: bool, keep: tuple[str, ...]) -> dict:
+    """``meta.json`` of an entry: what produced it, on which images, and what it holds."""
+    return {
+        "spec": spec,
+        "provenance": provenance.as_dict(),
+        "resolution": run.resolution,
+        "patch_size": models.patch_size(model),
+        "grid": list(capture.grid),
+        "depth": len(model.blocks),
+        "num_prefix_tokens": capture.num_prefix_tokens,
+        "num_registers": capture.num_prefix_tokens - int(hooks.has_cls_token(model)),
+        "has_cls_token": hooks.has_cls_token(model),
+        "embed_dim": model.embed_dim,
+        "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label,
+                    "predicted_class": label} for r, label in zip(sample.records, predicted)],
+        "image_sample": images.describe_sample(sample.records, run.image_source),
+        "skipped": sample.skipped,
+        "metric_version": metrics.METRIC_VERSION,
+        "torch": torch.__version__,
+        "device": str(target),
+        "precision": run.precision,
+        "norm_deviation": deviation,
+        "square": square,
+        "kept": sorted(keep),
+    }
+
+
+def _run_pass(spec: str, sample: images.ImageSample, entry: _Entry, run: RunOptions, square: bool,
+              plant: "twins.Plant | None", register: Sequence[intervention.RegisterNeuron],
+              weights_file: str | Path | None) -> None:
+    """Run the hooked model over ``sample`` batch by batch and write the entry (nothing half-written)."""
+    records, target = sample.records, resolve_device(run.device)
+    model, provenance = models.load_model(spec, img_size=run.resolution, weights_file=weights_file,
+                                          weights_dir=run.weights_dir, seed=run.seed, allow_hub=run.allow_hub)
     model = model.to(target)
-    transform = (images.make_square_transform if square else images.make_transform)(model, resolution)
-    writer = EntryWriter(folder, len(records))
-    batches = images.iter_batches(records, transform, batch_size)
-    total = -(-len(records) // batch_size)
+    transform = (images.make_square_transform if square else images.make_transform)(model, run.resolution)
+    writer = EntryWriter(entry.folder, len(records))
+    batches = images.iter_batches(records, transform, run.batch_size)
+    total = -(-len(records) // run.batch_size)
     capture, predicted, deviation, planted = None, [], None, {}
     planting = ExitStack()  # a twin's hooks (analysis.twins), removed in `finally`
     try:
         ledger = planting.enter_context(twins.attach(model, plant)) if plant is not None else None
-        for chunk, pixels in tqdm(batches, total=total, desc=f"{spec} @ {resolution}px", unit="batch",
-                                  disable=None if progress else True):  # None: only on a terminal
+        if register:
+            planting.enter_context(intervention.test_time_register(model, register))
+        for chunk, pixels in tqdm(batches, total=total, desc=f"{spec} @ {run.resolution}px", unit="batch",
+                                  disable=None if run.progress else True):  # None: only on a terminal
             pixels = pixels.to(target)
             if capture is None:
-                deviation = check_precision(model, pixels, precision, spec)
-            with autocast(target, precision):
+                deviation = check_precision(model, pixels, run.precision, spec)
+            with autocast(target, run.precision):
                 capture = hooks.capture_tokens(model, pixels, attention_blocks=(-1,),
-                                               keep_output="output" in keep, keep_keys="keys" in keep)
+                                               keep_output="output" in entry.keep, keep_keys="keys" in entry.keep)
             writer.add_batch(frames_from_capture(capture, [r.image_id for r in chunk]),
-                             {name: getattr(capture, name).float().cpu().numpy() for name in keep}, len(chunk))
+                             {name: getattr(capture, name).float().cpu().numpy() for name in entry.keep}, len(chunk))
             predicted += capture.predicted_class.tolist()
             if ledger is not None:
                 planted.update(ledger.last_pass([r.image_id for r in chunk]))
-        meta = {
-            "spec": spec,
-            "provenance": provenance.as_dict(),
-            "resolution": resolution,
-            "patch_size": models.patch_size(model),
-            "grid": list(capture.grid),
-            "depth": len(model.blocks),
-            "num_prefix_tokens": capture.num_prefix_tokens,
-            "num_registers": capture.num_prefix_tokens - int(hooks.has_cls_token(model)),
-            "has_cls_token": hooks.has_cls_token(model),
-            "embed_dim": model.embed_dim,
-            "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label,
-                        "predicted_class": label} for r, label in zip(records, predicted)],
-            "image_sample": images.describe_sample(records, image_source),
-            "skipped": sample.skipped,
-            "metric_version": metrics.METRIC_VERSION,
-            "torch": torch.__version__,
-            "device": str(target),
-            "precision": precision,
-            "norm_deviation": deviation,
-            "square": square,
-            "kept": sorted(keep),
-        }
+        meta = _pass_meta(spec, provenance, model, capture, sample, predicted, run, target, deviation, square,
+                          entry.keep)
         if plant is not None:
             meta["plant"], meta["planted"] = plant.as_dict(), planted
+        if register:
+            meta["test_time_register"] = [dataclasses.asdict(neuron) for neuron in register]
         writer.commit(meta)
     except BaseException:  # interrupted or failed before the rename: no temporary folder is left behind
         writer.abort()
         raise
     finally:
         planting.close()
-    log_pass(cache, {"spec": spec, "images": image_key, "resolution": resolution,
-                     "keep": sorted(keep), "square": square, **({"plant": plant.name} if plant is not None else {})})
-    return _read_entry(folder)
+
+
+def extract(spec: str, run: RunOptions = RunOptions(), *, keep: tuple[str, ...] = (), square: bool = False,
+            plant: "twins.Plant | None" = None, register: Sequence[intervention.RegisterNeuron] = (),
+            weights_file: str | Path | None = None) -> Features:
+    """Features of ``spec`` on the seeded image sample that ``run`` names, from the cache or from one pass.
+
+    ``keep``: arrays to store besides the reductions (``"output"``, ``"keys"``); ``square``: squeeze the whole
+    image to a square instead of taking the centre crop (boxes then map back by scaling); ``plant``: run the
+    model as a twin with planted high-norm tokens (:mod:`analysis.twins`); the plant goes into the cache key,
+    ``meta["plant"]`` and, per image, what was planted into ``meta["planted"]``; ``register``: run with a
+    test-time register that these units are moved onto (:func:`analysis.intervention.test_time_register`; the
+    extra token is a ``register`` row of the frames, right after the model's own prefix tokens);
+    ``weights_file``: one explicit weight file instead of the resolver's search.
+    """
+    _check_request(run, keep)
+    source = run.image_source
+    candidates = source if isinstance(source, list) else images.list_images(source)
+    ordered = images.sample_order(candidates, run.n_images, run.seed)  # the sample first, then its replacements
+    provenance = models.resolve_weights(spec, weights_file=weights_file, weights_dir=run.weights_dir,
+                                        seed=run.seed, allow_hub=run.allow_hub)
+    entry = _locate_entry(spec, provenance, ordered, run, keep, square, plant, register)
+    if entry.cached:
+        return _read_entry(entry.folder)
+    sample = images.readable_sample(candidates, run.n_images, run.seed)  # unreadable files skipped and listed
+    _run_pass(spec, sample, entry, run, square, plant, register, weights_file)
+    log_pass(entry.folder.parent, {"spec": spec, "images": entry.image_key, "resolution": run.resolution,
+                                   "keep": list(entry.keep), "square": square,
+                                   **({"plant": plant.name} if plant is not None else {}),
+                                   **({"test_time_register": len(register)} if register else {})})
+    return _read_entry(entry.folder)
+
+
+def extract_each(specs: list[str], run: RunOptions, **options) -> dict[str, Features]:
+    """``{spec: extract(spec, run, **options)}`` for a page's list of models, in order."""
+    return {spec: extract(spec, run, **options) for spec in specs}
+
+
+def extract_checkpoint(model: str, checkpoint: str, run: RunOptions, **options) -> Features:
+    """The pass of one training checkpoint of ``model``: ``"random"`` (its random initialisation),
+    ``"pretrained"`` (the released weights) or the path of a weight file of the same architecture."""
+    if checkpoint == "random":
+        return extract(f"{models.RANDOM_PREFIX}{models.ModelSpec.parse(model).name}", run, **options)
+    if checkpoint == "pretrained":
+        return extract(model, run, **options)
+    return extract(model, run, weights_file=checkpoint, **options)

@@ -84,7 +84,7 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
     rows = []
     for spec, feats in features.items():
         norms = patch_grid(feats, "norm")  # (B, Np)
-        last = feats.norms[feats.norms.layer == feats.depth - 1]
+        last = feats.norms[feats.norms.block == feats.depth - 1]
         cutoff = cutoff_from_norms(norms, threshold, adaptive)
         share = outlier_share_interval(norms, cutoff.value, seed, refit=adaptive)
         # the paper's own cutoff for this model (150 for DINOv2 ViT-g, 100 for DINO ViT-B), where it gives one
@@ -94,6 +94,7 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
         provenance = feats.provenance
         rows.append({
             "model": spec,
+            "timm_name": ModelSpec.parse(spec).name,
             "random_weights": provenance.is_random,
             "weights": provenance.label(),
             "images": norms.shape[0],
@@ -121,6 +122,29 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
             if (last.kind == "register").any() else float("nan"),
         })
     return pd.DataFrame(rows)
+
+
+def primary(summary: pd.DataFrame) -> pd.Series:
+    """The row a page's prose describes: the first pretrained model (the first model when all are random)."""
+    pretrained = summary[~summary.random_weights]
+    return (pretrained if len(pretrained) else summary).iloc[0]
+
+
+def patch_grids(passes: dict[str, Features], column: str) -> dict[str, np.ndarray]:
+    """:func:`patch_grid` of every pass: ``{spec: (B, Np)}``."""
+    return {spec: patch_grid(feats, column) for spec, feats in passes.items()}
+
+
+def interval_of(row, name: str) -> Interval:
+    """The interval a table stores as ``name``, ``name_low``, ``name_high`` and ``images`` (a row of it)."""
+    return Interval(getattr(row, name), getattr(row, f"{name}_low"), getattr(row, f"{name}_high"), int(row.images))
+
+
+def outlier_judgement(row) -> claims.Judgement:
+    """:func:`analysis.claims.judge_outliers` on a :func:`norm_summary` row: its share interval above the
+    page's cutoff, and above the paper's own cutoff for the model where the paper gives one."""
+    return claims.judge_outliers(row.timm_name, bool(row.random_weights), bool(row.bimodal), share_interval(row),
+                                 paper_share_interval(row))
 
 
 def share_interval(row: pd.Series) -> Interval:
@@ -208,14 +232,52 @@ def matched_attention_interval(attention: np.ndarray, high: np.ndarray, seed: in
                            lambda c: matched_attention_ratio(c["attention"], c["high"]), seed)
 
 
+def attention_table(summary: pd.DataFrame, passes: dict[str, Features], seed: int = 0) -> pd.DataFrame:
+    """One row per :func:`norm_summary` row: CLS attention on its high-norm patches over their area share
+    (``enrichment``), the same within grid positions (``position_matched``), both with intervals over images,
+    and whether the outliers are ``pinned`` to fixed positions."""
+    rows = []
+    for row in summary.itertuples():
+        feats = passes[row.model]
+        attention = patch_grid(feats, "cls_attention")  # (B, Np)
+        high = patch_grid(feats, "norm") > row.cutoff
+        enrichment = attention_enrichment(attention, high, seed)
+        matched = matched_attention_interval(attention, high, seed)
+        rows.append({"model": row.model, "random_weights": row.random_weights, "weights": row.weights,
+                     "images": row.images, "outlier_share": row.outlier_share, "has_outliers": row.has_outliers,
+                     "has_cls_token": bool(feats.meta.get("has_cls_token", True)),
+                     "enrichment": enrichment.estimate, "enrichment_low": enrichment.low,
+                     "enrichment_high": enrichment.high, "position_matched": matched.estimate,
+                     "position_matched_low": matched.low, "position_matched_high": matched.high,
+                     "pinned": position_stability(high)["pinned"]})
+    return pd.DataFrame(rows)
+
+
+def attention_judgement(row) -> claims.Judgement:
+    """:func:`analysis.claims.judge_attention` on an :func:`attention_table` row (not applicable without CLS)."""
+    if not row.has_cls_token:
+        return claims.not_applicable("attention", row.model)
+    return claims.judge_attention(bool(row.random_weights), row.has_outliers, interval_of(row, "enrichment"),
+                                  bool(row.pinned), interval_of(row, "position_matched"))
+
+
+def outlier_reduction(before: np.ndarray, after: np.ndarray, seed: int = 0) -> Interval:
+    """1 − share of high-norm patches after / before, on the same images (``(B, Np)`` masks, rows paired),
+    with its interval over images; nan in a resample without outliers before."""
+    def reduction(c) -> float:
+        return 1 - np.mean(c["after"]) / np.mean(c["before"]) if np.any(c["before"]) else float("nan")
+
+    return image_bootstrap({"before": before, "after": after}, reduction, seed)
+
+
 # ---------------------------------------------------------------------------------------------
 # Depth
 
-def block_norms(features: Features) -> np.ndarray:
-    """``(B, L, Np)`` patch-token norms after every block, images in cache order."""
+def patch_norms(features: Features) -> np.ndarray:
+    """``(B, L, Np)`` patch-token norms after every block (as ``hooks.Capture.patch_norms``), images in cache order."""
     patch = features.norms[features.norms.kind == "patch"]
     order = {image["image_id"]: i for i, image in enumerate(features.meta["images"])}
-    frame = patch.assign(image=patch.image_id.map(order)).sort_values(["image", "layer", "token"])
+    frame = patch.assign(image=patch.image_id.map(order)).sort_values(["image", "block", "token"])
     return frame.norm.to_numpy(dtype=np.float64).reshape(len(order), features.depth, -1)
 
 
@@ -262,7 +324,7 @@ def onset_interval(norms: np.ndarray, seed: int = 0, n_resamples: int = ONSET_RE
     return interval
 
 
-def layer_table(norms: np.ndarray) -> pd.DataFrame:
+def block_table(norms: np.ndarray) -> pd.DataFrame:
     """One row per block: patch-norm median, 99th percentile, max, and whether a separated mode exists.
 
     ``norms``: ``(B, L, Np)``.
@@ -270,7 +332,7 @@ def layer_table(norms: np.ndarray) -> pd.DataFrame:
     per_block = norms.transpose(1, 0, 2).reshape(norms.shape[1], -1)
     fits = [metrics.adaptive_threshold(values) for values in per_block]
     return pd.DataFrame({
-        "layer": np.arange(norms.shape[1]),
+        "block": np.arange(norms.shape[1]),
         "median_norm": np.median(per_block, axis=1),
         "p99_norm": np.quantile(per_block, 0.99, axis=1),
         "max_norm": per_block.max(axis=1),
@@ -347,13 +409,6 @@ def position_matched_auc(cosine: np.ndarray, high: np.ndarray) -> float:
 MIN_MATCHED_SHARE = 0.5
 
 
-def matched_share(high: np.ndarray) -> float:
-    """Share of outlier tokens at positions that also hold a normal token in another image. ``(B, Np)``."""
-    high = np.asarray(high, dtype=bool)
-    total = high.sum()
-    return float(high[:, _mixed_positions(high)].sum() / total) if total else 0.0
-
-
 def redundancy_intervals(cosine: np.ndarray, high: np.ndarray, seed: int = 0) -> dict[str, Interval]:
     """Raw and position-matched AUC of neighbour cosine, each with its interval over images."""
     columns = {"cosine": cosine, "high": high}
@@ -381,16 +436,29 @@ def redundancy_table(cosine: np.ndarray, high: np.ndarray, grid: tuple[int, int]
 # ---------------------------------------------------------------------------------------------
 # Registers
 
-def register_norms(feats: Features) -> pd.DataFrame:
-    """Last-block norms of every prefix token (CLS, register 1…R), one row per image × token."""
-    last = feats.norms[(feats.norms.layer == feats.depth - 1) & (feats.norms.kind != "patch")].copy()
-    last["name"] = np.where(last.kind == "cls", "CLS", "reg " + last.token.astype(str))
-    return last[["image_id", "name", "kind", "norm"]]
+def register_pair(passes: dict[str, Features]) -> tuple[Features, Features]:
+    """The two passes of the registers page, without and then with registers (checked: a ``*_reg4_*`` second)."""
+    if len(passes) != 2:
+        raise ValueError(f"registers compares exactly two models (without, with registers), got {len(passes)}")
+    (plain_spec, plain), (registers_spec, with_registers) = passes.items()
+    if with_registers.meta["num_registers"] < 1:
+        raise ValueError(f"{registers_spec} has no register tokens; pass a *_reg4_* model second")
+    return plain, with_registers
+
+
+def prefix_norms(passes: dict[str, Features]) -> pd.DataFrame:
+    """Last-block norms of every prefix token (CLS, register 1…R), one row per model × image × token."""
+    frames = []
+    for spec, feats in passes.items():
+        last = feats.norms[(feats.norms.block == feats.depth - 1) & (feats.norms.kind != "patch")].copy()
+        last["name"] = np.where(last.kind == "cls", "CLS", "reg " + last.token.astype(str))
+        frames.append(last[["image_id", "name", "kind", "norm"]].assign(model=spec))
+    return pd.concat(frames, ignore_index=True)
 
 
 def register_ratio_interval(feats: Features, seed: int = 0) -> Interval:
     """Median register-token norm over median patch norm (last block), with its interval over images."""
-    last = feats.norms[feats.norms.layer == feats.depth - 1]
+    last = feats.norms[feats.norms.block == feats.depth - 1]
     order = [image["image_id"] for image in feats.meta["images"]]
     registers = last[last.kind == "register"].pivot(index="image_id", columns="token", values="norm").loc[order]
     patches = patch_grid(feats, "norm")
@@ -436,7 +504,137 @@ def kind_gap(values: np.ndarray, high: np.ndarray, seed: int = 0) -> Interval:
     return image_bootstrap({"values": np.asarray(values, dtype=float), "high": high}, gap, seed)
 
 
+def mean_interval(values: np.ndarray, mask: np.ndarray | None = None, seed: int = 0) -> Interval:
+    """Mean of ``values`` (``(B, ...)``, over the entries where ``mask`` holds) with its interval over images."""
+    values = np.asarray(values, dtype=float)
+    mask = np.ones(values.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
+    return image_bootstrap({"values": values, "mask": mask},
+                           lambda c: float(np.mean(c["values"][c["mask"]])) if c["mask"].any() else float("nan"),
+                           seed)
+
+
 def paired_gap(first: np.ndarray, second: np.ndarray, seed: int = 0) -> Interval:
     """Mean of ``first - second`` over images (``(B,)`` each, paired by image) with its interval."""
     return image_bootstrap({"d": np.asarray(first, dtype=float) - np.asarray(second, dtype=float)},
                            lambda c: float(np.mean(c["d"])), seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# What single tokens know (linear probes, :mod:`analysis.probes`)
+
+def patch_tokens(feats: Features) -> np.ndarray:
+    """``(B, Np, D)`` output patch tokens (after the final LayerNorm) of a pass that kept ``"output"``."""
+    return feats.arrays["output"][:, feats.meta["num_prefix_tokens"]:]
+
+
+def patch_pixels(feats: Features) -> np.ndarray:
+    """``(B, Np, 3·p·p)`` each patch's pixels as the pass's model saw them (its crop and normalisation)."""
+    from . import images, models, probes  # images/models load torch transforms; only the probe page needs them
+
+    architecture = models.build_architecture(feats.provenance.model, int(feats.meta["resolution"]), device="meta")
+    pixels = images.pixel_batch(images.records_of(feats.meta["images"]), architecture, int(feats.meta["resolution"]),
+                                square=bool(feats.meta.get("square", False)))
+    return probes.patch_pixels(pixels.numpy(), int(feats.meta["patch_size"]))
+
+
+def probe_tokens(feats: Features, high: np.ndarray, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """For every image with both kinds of patch: its CLS token (where the model has one), one normal patch drawn
+    at random (``seed``) and its highest-norm patch, as ``(images, {kind: (n, D)})``. ``high``: ``(B, Np)``."""
+    output, prefix = feats.arrays["output"], feats.meta["num_prefix_tokens"]
+    norms = patch_grid(feats, "norm")
+    with_outlier = np.flatnonzero(high.any(1) & ~high.all(1))
+    rng = np.random.default_rng(seed)
+    normal = np.array([rng.choice(np.flatnonzero(~high[i])) for i in with_outlier], dtype=int)
+    highest = np.array([np.argmax(np.where(high[i], norms[i], -np.inf)) for i in with_outlier], dtype=int)
+    kinds = {"CLS": output[with_outlier, 0]} if feats.meta.get("has_cls_token", True) else {}
+    kinds |= {"normal": output[with_outlier, prefix + normal], "high-norm": output[with_outlier, prefix + highest]}
+    return with_outlier, kinds
+
+
+def global_probe(feats: Features, high: np.ndarray, seed: int = 0,
+                 device: str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Class probes from one token per image (:func:`probe_tokens`) of a pass over labelled images, fitted on half
+    of the images that hold an outlier and scored on the other half. Returns ``(images with an outlier,
+    {kind: (held-out,) bool correct})``; empty arrays when fewer than two classes are left to fit on."""
+    from . import probes
+
+    labels = np.array([image["label"] for image in feats.meta["images"]])
+    with_outlier, kinds = probe_tokens(feats, high, seed)
+    fit, held_out = probes.split_images(len(with_outlier), seed)
+    if len(set(labels[with_outlier][fit])) < 2:  # too few images with an outlier to fit a classifier
+        return with_outlier, {kind: np.zeros(0, bool) for kind in kinds}
+    return with_outlier, probes.global_information(kinds, labels[with_outlier], fit, held_out, seed, device=device)
+
+
+def probe_table(local: dict[str, np.ndarray], held_high: np.ndarray, correct: dict[str, np.ndarray],
+                seed: int = 0) -> pd.DataFrame:
+    """The probe page's table: position top-1 and pixel error of normal and high-norm held-out tokens
+    (``local`` from :func:`analysis.probes.local_information`, ``held_high`` their ``(Bh, Np)`` mask) and the class
+    accuracy of each token kind (``correct``), each a mean with its interval over images, and its count."""
+    rows = []
+    for kind, mask in (("normal", ~held_high), ("high-norm", held_high)):
+        for probe, values in (("position top-1", local["position_correct"]), ("pixel L2 error", local["pixel_error"])):
+            value = mean_interval(values, mask, seed)
+            rows.append({"probe": probe, "token": kind, "value": value.estimate, "low": value.low,
+                         "high": value.high, "n": int(mask.sum())})
+    for kind, hits in correct.items():
+        value = mean_interval(hits, seed=seed) if len(hits) else NOT_MEASURED
+        rows.append({"probe": "class accuracy", "token": kind, "value": value.estimate, "low": value.low,
+                     "high": value.high, "n": len(hits)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints along training
+
+def training_table(passes: list[Features], checkpoints: list[str], fractions: list[float], threshold: float,
+                   adaptive: bool = True, seed: int = 0) -> pd.DataFrame:
+    """One :func:`norm_summary` row per checkpoint, with its ``checkpoint``, ``training_fraction`` and a
+    readable ``label``, ordered by training fraction."""
+    from pathlib import Path
+
+    rows = []
+    for feats, checkpoint, fraction in zip(passes, checkpoints, fractions):
+        row = norm_summary({feats.meta["spec"]: feats}, threshold, adaptive, seed).iloc[0]
+        label = ("init (random)" if checkpoint == "random" else
+                 "released weights" if checkpoint == "pretrained" else Path(checkpoint).stem)
+        rows.append({**row.to_dict(), "checkpoint": checkpoint, "training_fraction": float(fraction), "label": label})
+    return pd.DataFrame(rows).sort_values("training_fraction").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The census: every ViT with weights on this machine, measured alike
+
+def census_models(asked: list[str], weights_dir: str | None = None) -> tuple[list[str], list[str]]:
+    """``(models to run, models skipped for want of weights)``: ``asked``, where ``"available"`` stands for
+    every model of :data:`analysis.models.CENSUS`."""
+    from . import models
+
+    wanted = [spec for spec in asked if spec != "available"]
+    if "available" in asked:
+        wanted += [spec for spec in models.CENSUS if spec not in wanted]
+    missing = [spec for spec in wanted if not models.weights_available(spec, weights_dir)]
+    return [spec for spec in wanted if spec not in missing], missing
+
+
+def census_table(passes: dict[str, Features], threshold: float, adaptive: bool = True, seed: int = 0) -> pd.DataFrame:
+    """One row per model: recipe, size, the outlier share and its interval, the onset depth, how pinned the
+    outliers are, and CLS attention on them over their area share."""
+    from . import models
+
+    rows = []
+    for spec, feats in passes.items():
+        norms = patch_norms(feats)  # (B, L, Np)
+        cutoff = cutoff_from_norms(norms[:, -1], threshold, adaptive)
+        high = norms[:, -1] > cutoff.value
+        share = outlier_share_interval(norms[:, -1], cutoff.value, seed, refit=adaptive)
+        onset = onset_block(separated_blocks(norms))
+        enrichment = (attention_enrichment(patch_grid(feats, "cls_attention"), high, seed)
+                      if feats.meta.get("has_cls_token", True) and high.any() else NOT_MEASURED)
+        rows.append({"model": spec, "recipe": models.recipe_of(spec), "params_m": models.parameter_count(spec) / 1e6,
+                     "random_weights": feats.provenance.is_random, "bimodal": cutoff.adaptive.bimodal,
+                     "outlier_share": share.estimate, "outlier_share_low": share.low, "outlier_share_high": share.high,
+                     "onset (share of depth)": np.nan if onset is None else onset / feats.depth,
+                     "pinned (top position share)": position_stability(high)["max_position_share"],
+                     "CLS attention enrichment": enrichment.estimate, "registers": feats.meta["num_registers"]})
+    return pd.DataFrame(rows)

@@ -2,8 +2,8 @@
 
 An image *source* is either ``"builtin"`` (real photos shipped with scikit-image,
 scikit-learn and matplotlib, so everything runs offline) or a folder path (searched
-recursively). Images come back in a deterministic order; ``sample_images`` draws a
-seeded subset.
+recursively). Images come back in a deterministic order; :func:`readable_sample` draws a
+seeded subset of readable ones (:func:`sample_order` is the order it draws them in).
 """
 
 from __future__ import annotations
@@ -293,8 +293,8 @@ def list_images(source: str | Path) -> list[ImageRecord]:
 def sample_order(records: list[ImageRecord], n: int | None, seed: int = 0) -> list[ImageRecord]:
     """Every record in the seeded order in which a sample of ``n`` draws them (source order for ``n=None``).
 
-    The first ``n`` are :func:`sample_images`; the rest are the replacements, in order, for images of the
-    sample that turn out unreadable. A folder with class sub-folders (ImageNet layout) is sampled per class:
+    The first ``n`` are the sample; the rest are the replacements, in order, for images of the
+    sample that turn out unreadable (:func:`readable_sample`). A folder with class sub-folders (ImageNet layout) is sampled per class:
     the seeded order takes one image of each class in turn, so any ``n`` is balanced to within one image.
     """
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
@@ -312,12 +312,6 @@ def sample_order(records: list[ImageRecord], n: int | None, seed: int = 0) -> li
     return [records[i] for i in sorted(order[:n])] + [records[i] for i in order[n:]]
 
 
-def sample_images(records: list[ImageRecord], n: int | None, seed: int = 0) -> list[ImageRecord]:
-    """``n`` records drawn with ``seed`` (all of them when ``n`` is None or ≥ the count), kept in source order."""
-    ordered = sample_order(records, n, seed)
-    return ordered if n is None else ordered[:n]
-
-
 @dataclass
 class ImageSample:
     """The images a pass used (source order) and the unreadable ones it skipped (``"path: why"``)."""
@@ -326,14 +320,25 @@ class ImageSample:
     skipped: list[str]
 
 
+def source_name(records: list[ImageRecord]) -> str:
+    """What a list of records came from, for messages: ``builtin``, ``digits``, or the folder that holds
+    all their files."""
+    origins = [r.origin for r in records]
+    schemes = {o.split(":")[0] if o.startswith(("builtin:", "digits:")) else None for o in origins}
+    if len(schemes) == 1 and None not in schemes:  # every record shipped with a package
+        return schemes.pop()
+    return os.path.commonpath([str(Path(o).parent) for o in origins]) if origins else "the image source"
+
+
 def readable_sample(records: list[ImageRecord], n: int | None, seed: int = 0) -> ImageSample:
-    """A seeded sample of ``n`` *readable* images: unreadable files are skipped, listed, and replaced by the
-    next image in the seeded order. Fails once, listing every bad file, when fewer than ``n`` remain.
+    """A seeded sample of ``n`` *readable* images (all of them for ``n=None``): unreadable files are skipped,
+    listed, and replaced by the next image in the seeded order. Fails once, in one line naming the source and
+    listing every bad file, when fewer than ``n`` readable images remain (never a smaller sample in silence).
 
     Each candidate is opened and checked (not decoded in full) before it is used.
     """
     ordered = sample_order(records, n, seed)
-    wanted = len(ordered) if n is None else min(n, len(ordered))
+    wanted = len(ordered) if n is None else n
     good, skipped = [], []
     for record in ordered:
         if len(good) == wanted:
@@ -345,9 +350,11 @@ def readable_sample(records: list[ImageRecord], n: int | None, seed: int = 0) ->
             good.append(record)
     if len(ordered) == 1 and skipped:  # one image asked for by name: its own problem, plainly
         raise ImageError(f"image {skipped[0]}")
-    if len(good) < wanted or not good:
-        raise ImageError(f"only {len(good)} of the {wanted} requested images are readable; unreadable: "
-                         + "; ".join(skipped))
+    if len(good) < wanted or not good:  # every candidate was checked: ``good`` is all the source has
+        unreadable = f"; unreadable: {'; '.join(skipped)}" if skipped else ""
+        asked = f"all {wanted}" if n is None else str(wanted)
+        raise ImageError(f"asked for {asked} images, {source_name(records)} holds {len(good)} readable "
+                         f"image(s){unreadable}")
     position = {id(r): i for i, r in enumerate(records)}
     return ImageSample(sorted(good, key=lambda r: position[id(r)]), skipped)
 
@@ -391,11 +398,6 @@ def display_crop(record: ImageRecord, resolution: int) -> np.ndarray:
     from PIL import ImageOps
 
     return np.asarray(ImageOps.fit(record.load(), (resolution, resolution), Image.Resampling.BICUBIC))
-
-
-def record_from_origin(image_id: str, origin: str, label: str | None = None) -> ImageRecord:
-    """Rebuild a record from what the feature cache stored."""
-    return ImageRecord(image_id, origin, label=label)
 
 
 def records_of(meta_images: list[dict]) -> list[ImageRecord]:

@@ -15,25 +15,15 @@ import torch
 PAPER_THRESHOLD = 150.0
 
 #: Bump when any metric's definition changes: invalidates the feature cache.
-METRIC_VERSION = 3
-
-
-def token_norms(tokens: torch.Tensor) -> torch.Tensor:
-    """L2 norm over the channel axis: ``(..., N, D) -> (..., N)``."""
-    return torch.linalg.vector_norm(tokens.float(), dim=-1)
-
-
-def high_norm_mask(norms: np.ndarray | torch.Tensor, threshold: float) -> np.ndarray:
-    """Boolean mask of tokens whose norm is strictly above ``threshold``."""
-    if not threshold > 0:
-        raise ValueError(f"threshold must be a positive number, got {threshold}")
-    return np.asarray(norms) > threshold
+METRIC_VERSION = 4
 
 
 def high_norm_fraction(norms: np.ndarray, threshold: float) -> float:
-    """Share of tokens above ``threshold`` (0 for an empty array)."""
+    """Share of tokens whose norm is strictly above ``threshold`` (0 for an empty array)."""
+    if not threshold > 0:
+        raise ValueError(f"threshold must be a positive number, got {threshold}")
     norms = np.asarray(norms)
-    return float(high_norm_mask(norms, threshold).mean()) if norms.size else 0.0
+    return float((norms > threshold).mean()) if norms.size else 0.0
 
 
 @dataclass(frozen=True)
@@ -401,8 +391,3 @@ def separation_auc(scores: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     return float(roc_auc_score(positive, np.asarray(scores)))
 
-
-def first_layer_above(layer_max_norm: np.ndarray, threshold: float) -> int | None:
-    """Index of the first layer whose maximum token norm exceeds ``threshold`` (None if none does)."""
-    above = np.flatnonzero(np.asarray(layer_max_norm) > threshold)
-    return int(above[0]) if above.size else None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import timm
@@ -105,6 +105,10 @@ class UnsafeWeightsError(ValueError):
     """A pickle weight file that would need to run code to load."""
 
 
+class NonFiniteWeightsError(WeightsMismatchError):
+    """A weight file holding NaN or infinite values (a broken export or a diverged checkpoint)."""
+
+
 @dataclass(frozen=True)
 class Provenance:
     """Where a model's weights came from; travels with every result."""
@@ -112,8 +116,9 @@ class Provenance:
     model: str
     source: str  # "file" | "folder" | "hf-cache" | "hub" | "random"
     location: str  # file path, hub id, or "" for random
-    sha256: str  # of the weight file; "" for random or hub-managed files
+    sha256: str  # of the weight file (a hub model's file in the Hugging Face cache too); "" for random
     seed: int | None = None
+    revision: str | None = None  # hub models: the commit of the Hugging Face cache snapshot the file came from
 
     @property
     def is_random(self) -> bool:
@@ -127,7 +132,9 @@ class Provenance:
         """One line for figure captions and tables."""
         if self.is_random:
             return f"{self.model}: RANDOM INIT (seed {self.seed}) - not pretrained"
-        return f"{self.model}: pretrained, {self.source} {Path(self.location).name} (sha256 {self.short_hash})"
+        revision = f"revision {self.revision[:12]}, " if self.revision else ""
+        return (f"{self.model}: pretrained, {self.source} {Path(self.location).name} "
+                f"({revision}sha256 {self.short_hash})")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -274,8 +281,28 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     raise WeightsMismatchError(f"{path}: unsupported weight file type {path.suffix!r} (.safetensors, .pth, .pt)")
 
 
+def check_finite(state: dict[str, torch.Tensor], origin: str) -> None:
+    """Refuse, in one line naming ``origin`` and the first bad tensor, weights holding NaN or ±inf.
+
+    A single NaN poisons every token after the block that holds it, and would only surface later as a
+    confusing failure far away (e.g. a log-scaled plot of NaN norms). One ``isfinite`` per tensor: about
+    a second for a billion parameters.
+    """
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point() or tensor.is_meta:
+            continue
+        if not bool(torch.isfinite(tensor).all()):
+            nan = int(torch.isnan(tensor).sum())
+            infinite = int(torch.isinf(tensor).sum())
+            counts = ", ".join(part for part in (f"{nan} NaN" if nan else "", f"{infinite} infinite" if infinite else "")
+                               if part)
+            raise NonFiniteWeightsError(f"weight file {origin} holds non-finite values in {key} ({counts}); "
+                                        "the file is broken (re-export or re-download it)")
+
+
 def _load_checked(model: VisionTransformer, state: dict[str, torch.Tensor], origin: str, name: str) -> None:
-    """Load ``state`` strictly, turning a mismatch into one readable error."""
+    """Load ``state`` strictly, turning a mismatch or a non-finite value into one readable error."""
+    check_finite(state, origin)  # names as in the file, before timm's filter renames any
     state = checkpoint_filter_fn(state, model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -374,13 +401,23 @@ def resolve_weights(
         raise WeightsNotFoundError(f"no pretrained weights for {name}. Looked in: {where}. {fetch_instructions(name)}")
     cfg = timm.models.get_pretrained_cfg(name)
     hub_id = getattr(cfg, "hf_hub_id", None) or name
-    if _hub_cached_only() and not _in_hf_cache(name):
+    cached = hub_weight_file(name)
+    if _hub_cached_only() and cached is None:
         where = "; ".join(looked) if looked else f"no local weights folder given (parameter or ${WEIGHTS_DIR_ENV})"
         raise WeightsNotFoundError(f"no pretrained weights for {name}. Looked in: {where}; the Hugging Face cache "
                                    f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}, so the hub is not asked). "
                                    f"{fetch_instructions(name)}")
     source = "hf-cache" if _hub_cached_only() else "hub"
-    return Provenance(name, source, f"{hub_id} (timm {timm.__version__})", "")
+    return _hub_provenance(Provenance(name, source, f"{hub_id} (timm {timm.__version__})", ""), cached)
+
+
+def _hub_provenance(provenance: Provenance, cached: tuple[Path, str] | None) -> Provenance:
+    """``provenance`` with the cached file's sha256 and snapshot revision (unchanged when nothing is cached yet,
+    e.g. before the first download)."""
+    if cached is None:
+        return provenance
+    path, revision = cached
+    return replace(provenance, sha256=sha256_of(path), revision=revision)
 
 
 def load_model(
@@ -416,23 +453,57 @@ def load_model(
             f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}): {type(error).__name__} {reason}. "
             f"{fetch_instructions(name)}"
         ) from None
+    cached = hub_weight_file(name)  # what timm read: the file resolved above, downloaded just now, or a newer main
+    if cached is not None and (cached[1] != provenance.revision or not provenance.sha256):
+        provenance = _hub_provenance(provenance, cached)
+    check_finite(model.state_dict(), str(cached[0]) if cached else provenance.location)
     return model, provenance
 
 
-def _in_hf_cache(name: str) -> bool:
-    """Are ``name``'s timm weights in the local Hugging Face cache?"""
+#: timm's default hub weight file, and the safetensors file it reads instead when the repository has one
+#: (``timm.models._hub.load_state_dict_from_hf`` and ``_get_safe_alternatives``).
+HF_DEFAULT_FILE = "pytorch_model.bin"
+HF_SAFE_ALTERNATIVES = {"pytorch_model.bin": "model.safetensors",
+                        "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}
+
+
+def _hub_candidates(filename: str) -> list[str]:
+    """The files timm tries for a hub weight file name, in its order: safetensors first."""
+    if filename.endswith(".safetensors"):
+        return [filename]
+    safe = HF_SAFE_ALTERNATIVES.get(filename) or (filename[:-4] + ".safetensors" if filename.endswith(".bin") else None)
+    return [safe, filename] if safe else [filename]
+
+
+def hub_weight_file(name: str) -> tuple[Path, str] | None:
+    """``(file, revision)``: the file in the local Hugging Face cache that timm loads ``name``'s pretrained
+    weights from, and the commit of the snapshot that holds it (``refs/main``, or the ``@revision`` of the
+    model's ``hf_hub_id``); None when the cache holds none (or the model has no hub weights).
+
+    Cache layout: ``$HF_HUB_CACHE/models--<org>--<name>/snapshots/<revision>/<file>``; nothing is downloaded.
+    """
     try:
         from huggingface_hub import try_to_load_from_cache
 
         cfg = timm.models.get_pretrained_cfg(name)
-        hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
-        if hub_id:
-            for filename in ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin"):
-                if isinstance(try_to_load_from_cache(hub_id, filename), str):
-                    return True
-    except Exception:
-        return False
-    return False
+    except Exception:  # no hub client, or a name timm has no pretrained configuration for
+        return None
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
+    if not hub_id:
+        return None
+    repository, _, revision = hub_id.partition("@")
+    for filename in _hub_candidates(getattr(cfg, "hf_hub_filename", None) or HF_DEFAULT_FILE):
+        found = try_to_load_from_cache(repository, filename, revision=revision or None)
+        if isinstance(found, str):  # not None, and not the "known not to exist" marker
+            path = Path(found)
+            snapshot = next((folder for folder in path.parents if folder.parent.name == "snapshots"), path.parent)
+            return path, snapshot.name
+    return None
+
+
+def _in_hf_cache(name: str) -> bool:
+    """Are ``name``'s timm weights in the local Hugging Face cache?"""
+    return hub_weight_file(name) is not None
 
 
 def weights_available(spec: str, weights_dir: str | Path | None = None) -> bool:

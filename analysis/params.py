@@ -38,7 +38,7 @@ CI: dict[str, dict] = {
         "models": [TINY, f"random:{TINY}", "random:vit_small_patch14_reg4_dinov2.lvd142m"],
     },
     "norm_histogram": {**COMMON_CI, "models": [TINY, f"random:{TINY}"]},
-    "layer_dependence": {**COMMON_CI, "model": TINY},
+    "layer_dependence": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, "model": TINY},
     "model_size": {
         **COMMON_CI,
         "models": ["random:vit_small_patch14_dinov2.lvd142m", "random:vit_base_patch14_dinov2.lvd142m"],
@@ -73,7 +73,8 @@ PAPER: dict[str, dict] = {
         ],
     },
     "norm_histogram": {**COMMON_PAPER, "models": ["vit_base_patch16_224.dino", "vit_giant_patch14_dinov2.lvd142m"]},
-    "layer_dependence": {**COMMON_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m"},
+    "layer_dependence": {**{k: v for k, v in COMMON_PAPER.items() if k != "threshold"},
+                         "model": "vit_giant_patch14_dinov2.lvd142m"},
     "model_size": {
         **COMMON_PAPER,
         "models": [

@@ -9,11 +9,14 @@ full provenance is printed under each figure by the page (a caption), not inside
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+from .models import ModelSpec
 
 sns.set_theme(context="notebook", style="whitegrid", rc={
     "font.size": 13, "axes.titlesize": 14, "axes.labelsize": 13, "xtick.labelsize": 12, "ytick.labelsize": 12,
@@ -27,9 +30,12 @@ VERDICT_COLOURS = {"reproduced": "#1b7837", "not reproduced": "#b2182b", "inconc
 
 
 def short_name(spec: str) -> str:
-    """Compact model label: ``random:vit_tiny_patch16_224.augreg…`` → ``ViT-Ti/16 AugReg (random init)``."""
-    random_weights = spec.startswith("random:")
-    name = spec.removeprefix("random:")
+    """Compact model label: ``random:vit_tiny_patch16_224.augreg…`` → ``AugReg ViT-Ti/16 (random init)``;
+    ``name@path`` adds the weight file's name. A label that is no timm spec (no ``_``) is returned as it is."""
+    if "_" not in spec:
+        return spec
+    parsed = ModelSpec.parse(spec)
+    random_weights, name = parsed.random, parsed.name
     arch, _, tag = name.partition(".")
     sizes = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H", "giant": "g"}
     parts = arch.split("_")
@@ -40,6 +46,8 @@ def short_name(spec: str) -> str:
     label = f"{family} ViT-{size}/{patch}" + (" +reg4" if "reg4" in arch else "")
     if size == "?":
         label = arch
+    if parsed.weights_file:
+        label += f" @ {Path(parsed.weights_file).name}"
     return f"{label} (random init)" if random_weights else label
 
 
@@ -47,11 +55,24 @@ def _caption_random(title: str, labels: list[str]) -> str:
     return title + ("\n(random-init models are negative controls)" if any("random" in l for l in labels) else "")
 
 
+def _finished(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, title: str) -> plt.Figure:
+    """Label one-panel ``fig``'s axes (with units), put the legend top left and lay it out."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 def norm_histogram(norms: dict[str, np.ndarray], cutoffs: dict[str, float], threshold: float,
                    positions: np.ndarray | None) -> plt.Figure:
     """Log-count histogram of output patch norms per model with the fixed and adaptive cutoffs;
     below it, the share of images with a high-norm token at each grid position (``(h, w)``) or nothing.
+    ``norms``: ``{model: (B, Np)}`` and ``cutoffs``: ``{model: cutoff}``, keyed by timm spec or label.
     """
+    norms = {short_name(model): values for model, values in norms.items()}
+    cutoffs = {short_name(model): cutoff for model, cutoff in cutoffs.items()}
     rows = 2 if positions is not None else 1
     fig, axes = plt.subplots(rows, 1, figsize=(WIDTH, 4.6 * rows), squeeze=False,
                              gridspec_kw={"height_ratios": [1, 1.1][:rows]})
@@ -80,13 +101,19 @@ def norm_histogram(norms: dict[str, np.ndarray], cutoffs: dict[str, float], thre
     return fig
 
 
-def attention_maps(pictures: list[np.ndarray], maps: dict[str, list[np.ndarray]],
-                   outliers: dict[str, list[np.ndarray]], image_ids: list[str]) -> plt.Figure:
+def attention_maps(pictures: list[np.ndarray], maps: dict[str, np.ndarray], outliers: dict[str, np.ndarray],
+                   image_ids: list[str], grids: tuple[int, int] | dict[str, tuple[int, int]]) -> plt.Figure:
     """Rows = models, columns = images; CLS attention (head mean) with high-norm patches boxed.
 
-    ``pictures``: ``(H, W, 3)`` uint8 crops as the model saw them; ``maps[label][i]``: ``(h, w)``
-    attention; ``outliers[label][i]``: ``(h, w)`` bool.
+    ``pictures``: ``(H, W, 3)`` uint8 crops as the model saw them; ``maps[model]``: ``(n, Np)`` attention over
+    the model's patch grid ``(h, w)`` (``grids``: one for all models, or one per model) and ``outliers[model]``:
+    ``(n, Np)`` bool, for the first ``n`` pictures.
     """
+    def as_grids(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {short_name(model): np.asarray(array)[: len(pictures)].reshape(
+                    -1, *(grids[model] if isinstance(grids, dict) else grids)) for model, array in values.items()}
+
+    maps, outliers = as_grids(maps), as_grids(outliers)
     rows, cols = len(maps) + 1, len(pictures)
     fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, WIDTH / cols * rows + 0.8), squeeze=False)
     for j, picture in enumerate(pictures):
@@ -106,23 +133,19 @@ def attention_maps(pictures: list[np.ndarray], maps: dict[str, list[np.ndarray]]
     return fig
 
 
-def layer_norms(table: pd.DataFrame, onset: int | None) -> plt.Figure:
+def depth_norms(table: pd.DataFrame, onset: int | None) -> plt.Figure:
     """Per-block median and max patch norm (log scale); blocks with a separated high-norm mode shaded."""
     fig, ax = plt.subplots(figsize=(WIDTH, 4.6))
-    ax.plot(table.layer, table.median_norm, "-o", ms=4, label="median patch norm")
-    ax.plot(table.layer, table.p99_norm, "--", label="99th percentile")
-    ax.plot(table.layer, table.max_norm, "-s", ms=4, label="largest patch norm")
-    for layer in table.layer[table.separated_mode]:
-        ax.axvspan(layer - 0.5, layer + 0.5, color="C3", alpha=0.12, lw=0)
+    ax.plot(table.block, table.median_norm, "-o", ms=4, label="median patch norm")
+    ax.plot(table.block, table.p99_norm, "--", label="99th percentile")
+    ax.plot(table.block, table.max_norm, "-s", ms=4, label="largest patch norm")
+    for block in table.block[table.separated_mode]:
+        ax.axvspan(block - 0.5, block + 0.5, color="C3", alpha=0.12, lw=0)
     if onset is not None:
         ax.axvline(onset - 0.5, color="C3", lw=2, label=f"onset: block {onset}")
     ax.set_yscale("log")
-    ax.set_xlabel("block index (0 = first); shaded: separated high-norm mode")
-    ax.set_ylabel("patch-token L2 norm (log scale)")
-    ax.legend(loc="upper left")
-    ax.set_title("Patch-token norms through the depth of the model")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, "block index (0 = first); shaded: separated high-norm mode",
+                     "patch-token L2 norm (log scale)", "Patch-token norms through the depth of the model")
 
 
 def share_bars(summary: pd.DataFrame, title: str, xlabel: str = "model") -> plt.Figure:
@@ -179,7 +202,10 @@ def redundancy(table: pd.DataFrame) -> plt.Figure:
 
 
 def register_comparison(norms: dict[str, np.ndarray], prefix: pd.DataFrame) -> plt.Figure:
-    """Top: output patch-norm histograms with and without registers. Bottom: norms of CLS and each register."""
+    """Top: output patch-norm histograms with and without registers (``{model: (B, Np)}``). Bottom: norms of
+    CLS and each register (:func:`analysis.findings.prefix_norms`)."""
+    norms = {short_name(model): values for model, values in norms.items()}
+    prefix = prefix.assign(model=prefix.model.map(short_name))
     fig, axes = plt.subplots(2, 1, figsize=(WIDTH, 8))
     top = max(float(v.max()) for v in norms.values()) * 1.05
     for label, values in norms.items():
@@ -247,7 +273,10 @@ def probe_bars(table: pd.DataFrame) -> plt.Figure:
 
 def single_image(picture: np.ndarray, norm_maps: dict[str, np.ndarray], attention: dict[str, np.ndarray],
                  outliers: dict[str, np.ndarray]) -> plt.Figure:
-    """One image: per model (rows) the output-norm map and the CLS attention map, high-norm patches boxed."""
+    """One image: per model (rows) the output-norm map and the CLS attention map (``(h, w)`` each, keyed by
+    model), high-norm patches boxed."""
+    norm_maps, attention, outliers = ({short_name(model): values for model, values in maps.items()}
+                                      for maps in (norm_maps, attention, outliers))
     rows = len(norm_maps)
     fig, axes = plt.subplots(rows, 3, figsize=(WIDTH, 2.9 * rows + 0.6), squeeze=False)
     for i, label in enumerate(norm_maps):
@@ -270,6 +299,7 @@ def single_image(picture: np.ndarray, norm_maps: dict[str, np.ndarray], attentio
 
 def discovery_examples(pictures: list, truth: list[list[tuple]], predicted: dict[str, list[tuple]]) -> plt.Figure:
     """Example images with true boxes (green, dashed) and the boxes LOST found per condition (solid)."""
+    predicted = {short_name(model): boxes for model, boxes in predicted.items()}
     columns = max(len(pictures), 1)
     fig, axes = plt.subplots(1, columns, figsize=(WIDTH, WIDTH / columns + 1.4), squeeze=False)
     colours = dict(zip(predicted, ["red", "cyan", "orange", "magenta", "yellow", "white"] * 4))
@@ -290,8 +320,23 @@ def discovery_examples(pictures: list, truth: list[list[tuple]], predicted: dict
     return fig
 
 
+#: Text scale of a slide's panels: each panel shows at half the column's width, so its text is drawn twice as
+#: large to read at the size of the body text.
+SLIDE_TEXT_SCALE = 2.0
+
+
+def slide_text():
+    """A context in which figures are drawn with text :data:`SLIDE_TEXT_SCALE` times larger (for :func:`slide`)."""
+    base = plt.rcParams["font.size"]
+    return plt.rc_context({"font.size": base * SLIDE_TEXT_SCALE, "axes.titlesize": base * SLIDE_TEXT_SCALE,
+                           "axes.labelsize": base * SLIDE_TEXT_SCALE, "legend.fontsize": base * SLIDE_TEXT_SCALE * 0.8,
+                           "xtick.labelsize": base * SLIDE_TEXT_SCALE * 0.9,
+                           "ytick.labelsize": base * SLIDE_TEXT_SCALE * 0.9})
+
+
 def slide(panels: list[plt.Figure], titles: list[str]) -> plt.Figure:
-    """A 2x2 grid of already drawn figures (rendered to images) for a one-page summary."""
+    """A 2x2 grid of already drawn figures (rendered to images) for a one-page summary; draw the panels inside
+    :func:`slide_text` so their labels read at the body text's size."""
     from io import BytesIO
 
     from PIL import Image
@@ -299,7 +344,7 @@ def slide(panels: list[plt.Figure], titles: list[str]) -> plt.Figure:
     fig, axes = plt.subplots(2, 2, figsize=(WIDTH * 1.6, WIDTH * 1.15))
     for ax, panel, title in zip(axes.flat, panels, titles):
         buffer = BytesIO()
-        panel.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+        panel.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(panel)
         ax.imshow(np.asarray(Image.open(buffer)))
         ax.set_title(title, loc="left", fontsize=15)
@@ -315,18 +360,14 @@ def census(table: pd.DataFrame) -> plt.Figure:
     palette = dict(zip(recipes, sns.color_palette("colorblind", len(recipes))))
     for row in table.itertuples():
         colour = RANDOM_COLOUR if row.random_weights else palette[row.recipe]
-        y, low, high = 100 * row.outlier_share, 100 * row.low, 100 * row.high
+        y, low, high = 100 * row.outlier_share, 100 * row.outlier_share_low, 100 * row.outlier_share_high
         ax.errorbar(row.params_m, y, yerr=[[max(y - low, 0)], [max(high - y, 0)]], fmt="o", color=colour, capsize=4)
-        ax.annotate(row.model, (row.params_m, y), xytext=(5, 5), textcoords="offset points", fontsize=10)
+        ax.annotate(short_name(row.model), (row.params_m, y), xytext=(5, 5), textcoords="offset points", fontsize=10)
     for recipe in recipes:
         ax.scatter([], [], color=RANDOM_COLOUR if recipe.startswith("random") else palette[recipe], label=recipe)
     ax.set_xscale("log")
-    ax.set_xlabel("parameters (millions, log scale)")
-    ax.set_ylabel("high-norm output patch tokens (%)")
-    ax.legend(loc="upper left")
-    ax.set_title("Which ViTs have high-norm tokens?")
-    fig.tight_layout()
-    return fig
+    return _finished(fig, ax, "parameters (millions, log scale)", "high-norm output patch tokens (%)",
+                     "Which ViTs have high-norm tokens?")
 
 
 def validation_grid(table: pd.DataFrame) -> plt.Figure:

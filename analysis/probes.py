@@ -1,70 +1,135 @@
-"""Linear probes of what single tokens know (paper, Table 1). Arrays in, scores out; scikit-learn does the fitting.
+"""Linear probes of what single tokens know (paper, Table 1). Arrays in, scores out; torch does the fitting.
 
-* local information: a token's grid position (classification) and its patch's pixels (regression),
-  trained on normal tokens, evaluated separately on normal and on high-norm tokens;
+* local information: a token's grid position (classification) and its patch's pixels (regression), fit on
+  *all* patch tokens of the fit images (normal and high-norm alike) and scored on every patch token of the
+  held-out images, so the caller can compare normal with high-norm tokens;
 * global information: the image's class from one token (CLS, a normal patch, a high-norm patch).
+
+Every probe sees tokens standardised with the fit set's mean and standard deviation (scikit-learn's
+``StandardScaler``). The classifiers are multinomial softmax regressions minimising
+
+    mean cross-entropy + ||W||² / (2·C·n),   C = 1, n fit tokens, intercept not penalised,
+
+which is scikit-learn's ``LogisticRegression(C=1.0)`` objective (``C·Σ loss + ½||W||²``) divided by ``C·n``;
+with two classes it is, as there, one logistic output. The problem is convex, so L-BFGS from zero runs to its
+unique optimum (gradient below :data:`GRADIENT_TOLERANCE`): the result does not depend on a seed or on how
+many iterations happened to be run. The pixel probe is ridge regression (``alpha = 1``), solved in closed form.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+import torch
+
+#: Inverse L2 strength of the classifiers, as scikit-learn's default ``C``.
+C = 1.0
+#: L-BFGS stops when no gradient entry of the mean objective exceeds this; tight enough that the fit's
+#: objective is within ~1e-6 (relative) of the optimum, not scikit-learn's ``tol=1e-4``, which with a
+#: thousand classes stops after a few iterations (every gradient entry is ~1/K small from the start).
+GRADIENT_TOLERANCE = 1e-6
+#: A cap on L-BFGS iterations; the fits above converge in well under this.
+MAX_ITERATIONS = 1000
+#: Ridge penalty of the pixel probe, as scikit-learn's default ``alpha``.
+RIDGE_ALPHA = 1.0
 
 
-def _classifier(seed: int = 0):
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
+def _device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU (as the pages' ``device`` parameter); else the named one."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
-def position_probe(
-    train_tokens: np.ndarray, train_positions: np.ndarray, test_sets: dict[str, tuple[np.ndarray, np.ndarray]],
-    grid_width: int, seed: int = 0,
-) -> dict[str, dict[str, float]]:
-    """Predict a patch's grid index from its token ``(n, D)``.
+def _standardiser(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation ``(D,)`` of fit tokens ``(n, D)`` in float64; a constant feature gets scale 1
+    (as ``StandardScaler``) so that it standardises to 0 instead of dividing by zero."""
+    tokens = np.asarray(tokens, dtype=np.float64)
+    mean, scale = tokens.mean(0), tokens.std(0)
+    return mean, np.where(scale > 0, scale, 1.0)
 
-    Returns ``{set name: {"top1": accuracy, "distance": mean grid distance in patches}}`` for each
-    ``(tokens, positions)`` test set. An empty test set scores ``nan``.
+
+@dataclass(frozen=True)
+class SoftmaxProbe:
+    """A fitted softmax regression on standardised tokens.
+
+    ``classes`` ``(K,)``: the labels seen in the fit set, sorted; ``mean``, ``scale`` ``(D,)``: the
+    standardisation; ``weight`` ``(D, K)`` and ``bias`` ``(K,)`` act on standardised tokens, except with two
+    classes: ``(D, 1)`` and ``(1,)``, the logit of ``classes[1]`` against a fixed 0 for ``classes[0]``.
     """
-    probe = _classifier(seed).fit(train_tokens, train_positions)
-    scores = {}
-    for name, (tokens, positions) in test_sets.items():
-        if len(tokens) == 0:
-            scores[name] = {"top1": float("nan"), "distance": float("nan"), "n": 0}
-            continue
-        predicted = probe.predict(tokens)
-        rows, cols = np.divmod(predicted, grid_width)
-        true_rows, true_cols = np.divmod(positions, grid_width)
-        scores[name] = {
-            "top1": float((predicted == positions).mean()),
-            "distance": float(np.hypot(rows - true_rows, cols - true_cols).mean()),
-            "n": int(len(tokens)),
-        }
-    return scores
+
+    classes: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        """``(n, D)`` → ``(n, K)`` float64 logits (two classes: the first column is 0)."""
+        scores = ((np.asarray(tokens, dtype=np.float64) - self.mean) / self.scale) @ self.weight + self.bias
+        return np.concatenate([np.zeros_like(scores), scores], 1) if len(self.classes) == 2 else scores
+
+    def predict(self, tokens: np.ndarray) -> np.ndarray:
+        """``(n, D)`` → ``(n,)`` predicted labels; only classes seen in the fit set can be predicted."""
+        return self.classes[self.logits(tokens).argmax(1)]
 
 
-def pixel_probe(
-    train_tokens: np.ndarray, train_pixels: np.ndarray, test_sets: dict[str, tuple[np.ndarray, np.ndarray]],
-    alpha: float = 1.0,
-) -> dict[str, float]:
-    """Reconstruct a patch's pixels ``(n, P)`` from its token ``(n, D)`` with ridge regression.
+def fit_softmax(tokens: np.ndarray, labels: np.ndarray, device: str | torch.device = "cpu", c: float = C,
+                gradient_tolerance: float = GRADIENT_TOLERANCE) -> SoftmaxProbe:
+    """Fit a softmax regression on ``tokens`` ``(n, D)`` standardised, to ``labels`` ``(n,)`` (any sortable
+    labels: ints, strings), with L-BFGS on ``device`` in float32 from zero weights.
 
-    Returns the mean L2 reconstruction error per test set (``nan`` when empty).
+    Minimises mean cross-entropy + ``||W||² / (2·c·n)`` (see the module docstring). At least two classes.
     """
-    probe = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(train_tokens, train_pixels)
-    errors = {}
-    for name, (tokens, pixels) in test_sets.items():
-        errors[name] = float(np.linalg.norm(probe.predict(tokens) - pixels, axis=1).mean()) if len(tokens) else float("nan")
-    return errors
+    classes, targets = np.unique(np.asarray(labels), return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"a classifier needs at least two classes in its fit set, got {len(classes)}")
+    target = _device(device)
+    mean, scale = _standardiser(tokens)
+    standardised = torch.as_tensor((np.asarray(tokens, dtype=np.float64) - mean) / scale, dtype=torch.float32,
+                                   device=target)
+    y = torch.as_tensor(targets.reshape(-1), device=target)
+    binary = len(classes) == 2
+    n_outputs = 1 if binary else len(classes)
+    weight = torch.zeros(standardised.shape[1], n_outputs, device=target, requires_grad=True)
+    bias = torch.zeros(n_outputs, device=target, requires_grad=True)
+    penalty = 1.0 / (2.0 * c * len(standardised))
+    optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=MAX_ITERATIONS, history_size=10,
+                                  tolerance_grad=gradient_tolerance, tolerance_change=1e-12,
+                                  line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimiser.zero_grad()
+        scores = standardised @ weight + bias
+        if binary:  # one logistic output, as scikit-learn fits two classes
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(scores[:, 0], y.to(scores.dtype))
+        else:
+            loss = torch.nn.functional.cross_entropy(scores, y)
+        loss = loss + penalty * (weight * weight).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(objective)  # one step runs L-BFGS until a tolerance or MAX_ITERATIONS
+    as_numpy = lambda values: values.detach().to("cpu", torch.float64).numpy()  # noqa: E731
+    return SoftmaxProbe(classes, mean, scale, as_numpy(weight), as_numpy(bias))
 
 
-def class_probe(
-    train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray, test_labels: np.ndarray,
-    seed: int = 0,
-) -> float:
-    """Accuracy of a logistic-regression classifier from one feature vector per image."""
-    probe = _classifier(seed).fit(train_features, train_labels)
-    return float((probe.predict(test_features) == test_labels).mean())
+def fit_ridge(tokens: np.ndarray, targets: np.ndarray, device: str | torch.device = "cpu",
+              alpha: float = RIDGE_ALPHA) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge regression of ``targets`` ``(n, P)`` on standardised ``tokens`` ``(n, D)``: the exact solution of
+    ``min ||Y − X W − b||² + alpha·||W||²`` (float64 Cholesky solve on ``device``; scikit-learn's
+    ``Ridge(alpha)`` after ``StandardScaler``). Returns ``(mean, scale, weight (D, P), bias (P,))``."""
+    target = _device(device)
+    mean, scale = _standardiser(tokens)
+    x = torch.as_tensor((np.asarray(tokens, dtype=np.float64) - mean) / scale, device=target)
+    y = torch.as_tensor(np.asarray(targets, dtype=np.float64), device=target)
+    x_mean, y_mean = x.mean(0), y.mean(0)  # the intercept is not penalised: solve on centred data
+    centred = x - x_mean
+    gram = centred.T @ centred + alpha * torch.eye(x.shape[1], dtype=x.dtype, device=target)
+    weight = torch.cholesky_solve(centred.T @ (y - y_mean), torch.linalg.cholesky(gram))
+    bias = y_mean - x_mean @ weight
+    return mean, scale, weight.cpu().numpy(), bias.cpu().numpy()
 
 
 def patch_pixels(images: np.ndarray, patch: int) -> np.ndarray:
@@ -83,14 +148,16 @@ def split_images(n_images: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def local_information(
     tokens: np.ndarray, pixels: np.ndarray, fit: np.ndarray, held_out: np.ndarray, grid_width: int,
-    seed: int = 0, max_fit_tokens: int = 8000,
+    seed: int = 0, max_fit_tokens: int = 8000, device: str | torch.device = "cpu",
 ) -> dict[str, np.ndarray]:
-    """Position and pixel probes fit on *all* patch tokens of the ``fit`` images, scored on every
-    patch token of the ``held_out`` images.
+    """Position and pixel probes fit on *all* patch tokens of the ``fit`` images (a seeded sample of
+    ``max_fit_tokens`` of them when there are more), scored on every patch token of the ``held_out`` images.
 
-    ``tokens``: ``(B, Np, D)``; ``pixels``: ``(B, Np, P)``. Returns per held-out token
-    ``position_correct`` ``(Bh, Np)`` bool and ``pixel_error`` ``(Bh, Np)`` L2 error, so the caller
-    can split them by token kind (normal / high-norm) and resample images.
+    ``tokens``: ``(B, Np, D)``; ``pixels``: ``(B, Np, P)``; positions are the row-major grid indices
+    ``0..Np-1`` (``grid_width`` is kept for callers; the position probe scores exact hits). Returns per
+    held-out token ``position_correct`` ``(Bh, Np)`` bool and ``pixel_error`` ``(Bh, Np)`` L2 error, so the
+    caller can split them by token kind (normal / high-norm) and resample images. A position missing from
+    the fit sample is never predicted.
     """
     n_patches = tokens.shape[1]
     positions = np.broadcast_to(np.arange(n_patches), (len(fit), n_patches)).reshape(-1)
@@ -98,19 +165,23 @@ def local_information(
     if len(fit_tokens) > max_fit_tokens:
         chosen = np.sort(np.random.default_rng(seed).choice(len(fit_tokens), max_fit_tokens, replace=False))
         fit_tokens, fit_pixels, positions = fit_tokens[chosen], fit_pixels[chosen], positions[chosen]
-    position = _classifier(seed).fit(fit_tokens, positions)
-    pixel = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(fit_tokens, fit_pixels)
+    position = fit_softmax(fit_tokens, positions, device)
+    mean, scale, weight, bias = fit_ridge(fit_tokens, fit_pixels, device)
     test = tokens[held_out].reshape(-1, tokens.shape[-1])
     correct = position.predict(test) == np.tile(np.arange(n_patches), len(held_out))
-    error = np.linalg.norm(pixel.predict(test) - pixels[held_out].reshape(-1, pixels.shape[-1]), axis=1)
+    reconstructed = ((np.asarray(test, dtype=np.float64) - mean) / scale) @ weight + bias
+    error = np.linalg.norm(reconstructed - pixels[held_out].reshape(-1, pixels.shape[-1]), axis=1)
     return {"position_correct": correct.reshape(len(held_out), n_patches),
             "pixel_error": error.reshape(len(held_out), n_patches)}
 
 
 def global_information(
     features: dict[str, np.ndarray], labels: np.ndarray, fit: np.ndarray, held_out: np.ndarray, seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> dict[str, np.ndarray]:
     """Class probes, one per feature kind (``{kind: (B, D)}``, one vector per image), fit on ``fit``
-    images and scored on ``held_out`` ones. Returns ``{kind: (Bh,) bool}`` correct predictions."""
-    return {kind: _classifier(seed).fit(values[fit], labels[fit]).predict(values[held_out]) == labels[held_out]
+    images and scored on ``held_out`` ones. Returns ``{kind: (Bh,) bool}`` correct predictions.
+
+    ``seed`` is kept for callers: the convex fit from zero weights uses no randomness."""
+    return {kind: fit_softmax(values[fit], labels[fit], device).predict(values[held_out]) == labels[held_out]
             for kind, values in features.items()}

@@ -17,8 +17,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .claims import Claim, Control, Verdict, claims_frame, headline
+from .claims import Claim, Control, Judgement, Verdict, claims_frame, control, headline
+from .features import Features
 from .models import Provenance
+from .stats import CONFIDENCE
 
 RESULTS_ENV = "REGISTERS_RESULTS"
 
@@ -114,6 +116,44 @@ def styled(table: pd.DataFrame, formats: dict[str, str] | None = None):
     return readable.style.hide(axis="index").format(formats, na_rep="–")
 
 
+#: How a column is shown, read from the words in its name (first match wins): shares as percentages,
+#: ratios with a times sign, cutoffs and largest norms as whole numbers, other norms and means with one decimal.
+COLUMN_FORMATS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("share", "corloc", "fraction", "accuracy", "boxes", "onset"), "{:.2%}"),
+    (("enrichment", "matched", "ratio"), "{:.1f}×"),
+    (("cutoff", "max_norm", "params_m"), "{:.0f}"),
+    (("norm", "mean"), "{:.1f}"),
+)
+
+
+def column_format(name: str, dtype) -> str | None:
+    """The format of one column of :func:`table` (None: as pandas shows it)."""
+    if not pd.api.types.is_float_dtype(dtype):
+        return None
+    words = str(name).lower()
+    for keys, fmt in COLUMN_FORMATS:
+        if any(key in words for key in keys):
+            return fmt
+    return "{:.3g}"
+
+
+def table(frame: pd.DataFrame, columns: list[str] | None = None):
+    """``frame`` (or its ``columns``) as the page shows it: formatted by column names (:data:`COLUMN_FORMATS`),
+    timm specs in a ``model`` column shortened to the figures' names, index hidden, nan as "–"."""
+    from .plots import short_name  # plots imports matplotlib styles; only tables shown on a page need it
+
+    shown = frame[columns] if columns else frame
+    if "model" in shown:
+        shown = shown.assign(model=shown.model.map(short_name))
+    return styled(shown, {name: fmt for name, dtype in shown.dtypes.items()
+                          if (fmt := column_format(name, dtype)) is not None})
+
+
+def interval_words() -> str:
+    """How prose names the study's intervals: "95 % interval over images"."""
+    return f"{CONFIDENCE * 100:.0f} % interval over images"
+
+
 def percent(value: float, digits: int = 1) -> str:
     """A share for prose; "not measured" instead of a sentinel when there is no value."""
     return "not measured" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}%}"
@@ -139,12 +179,33 @@ class Page:
     def headline(self) -> str:
         return headline([c.verdict for c in self.claims])
 
-    def uses(self, provenances: Iterable[Provenance], notes: Iterable[str] = ()) -> None:
-        """Record the weights and the image notes (conversions, skipped files) this page's numbers rest on."""
-        for provenance in provenances:
-            if provenance not in self.provenances:
-                self.provenances.append(provenance)
-        self.notes += [note for note in notes if note not in self.notes]
+    def uses(self, *passes: Features | dict[str, Features]) -> None:
+        """Record the weights and the image notes (conversions, skipped files) of the passes this page's numbers
+        rest on: each argument is one :class:`~analysis.features.Features` or a ``{spec: Features}`` dict."""
+        for item in passes:
+            for feats in item.values() if isinstance(item, dict) else [item]:
+                if feats.provenance not in self.provenances:
+                    self.provenances.append(feats.provenance)
+                self.notes += [note for note in feats.notes if note not in self.notes]
+
+    def claim(self, model: str, weights: str, *judgements: Judgement) -> None:
+        """Add one claim per judgement about ``model`` (a timm spec or a short name) run with ``weights``."""
+        from .plots import short_name
+
+        self.claims += [Claim.of(short_name(model), weights, judgement) for judgement in judgements]
+
+    def control(self, model: str, bimodal: bool, outlier_share: float) -> None:
+        """Add a random-init twin as a negative control: it must show no separated high-norm mode."""
+        from .plots import short_name
+
+        self.controls.append(control(short_name(model), bool(bimodal), float(outlier_share)))
+
+    def controls_from(self, summary: pd.DataFrame) -> pd.DataFrame:
+        """Add every random-init row of a :func:`~analysis.findings.norm_summary` as a control; returns the
+        pretrained rows, the ones the page judges."""
+        for row in summary[summary.random_weights].itertuples():
+            self.control(row.model, row.bimodal, row.outlier_share)
+        return summary[~summary.random_weights]
 
     def save(self) -> Path:
         """Write ``<page>.parquet`` (the main table), ``<page>_<name>.parquet``, claims and controls."""
@@ -167,6 +228,7 @@ class Page:
         glue("controls", Markdown(controls_markdown(self.controls)), display=False)
         glue("headline", Markdown(f"**{self.headline}**"), display=False)
         glue("weights", Markdown(weights_markdown(self.provenances, self.notes)), display=False)
+        glue("confidence", CONFIDENCE * 100, display=False)  # the intervals' level, for the Method paragraphs
         for key, value in numbers.items():
             # strings glue as Markdown ({glue:md}`key`); numbers as values ({glue:text}`key:.2f`)
             glue(key, Markdown(value) if isinstance(value, str) else value, display=False)

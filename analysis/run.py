@@ -24,13 +24,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 import yaml
 
 from . import params as parameter_sets
-from .features import DEFAULT_CACHE_ENV, process_alive
+from .features import DEFAULT_CACHE_ENV, DiskFullError, is_disk_full, process_alive
 from .models import WEIGHTS_DIR_ENV
 from .report import RESULTS_ENV
 
@@ -190,33 +192,31 @@ def remove_abandoned_runs(build_dir: Path) -> list[Path]:
     return removed
 
 
-def run_page(
-    page: str,
-    parameters: dict,
-    build_dir: Path,
-    weights_dir: str | None = None,
-    force: bool = False,
-) -> Path:
-    """Execute one page's notebook with ``parameters`` into ``build_dir/src/book/<page>.ipynb``.
+def _is_current(output: Path, key: str) -> bool:
+    """Is ``output`` an executed copy made with this execution ``key`` (nothing it depends on changed)?"""
+    return output.is_file() and nbformat.read(output, as_version=4).metadata.get(KEY_FIELD) == key
 
-    Returns the executed notebook's path. Skips execution when the executed copy's key matches.
-    """
+
+@contextmanager
+def _kernel_environment(build_dir: Path, weights_dir: str | None) -> Iterator[None]:
+    """:func:`page_environment` set for the kernel papermill starts, and this process's own values restored."""
+    names = (DEFAULT_CACHE_ENV, RESULTS_ENV, WEIGHTS_DIR_ENV, "JUPYTER_RUNTIME_DIR")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(page_environment(build_dir, weights_dir))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _execute(page: str, parameters: dict, tmp: Path, build_dir: Path) -> None:
+    """papermill into ``tmp``; a failing cell moves the notebook to ``build_dir/failed/`` and is one line."""
     import papermill
 
-    parameters = check_parameters(page, parameters)
-    build_dir = Path(build_dir).resolve()
-    output = build_dir / "src" / "book" / f"{page}.ipynb"
-    key = execution_key(page, parameters, build_dir, weights_dir)
-    if not force and output.is_file():
-        if nbformat.read(output, as_version=4).metadata.get(KEY_FIELD) == key:
-            print(f"[{page}] unchanged, reusing {output}", flush=True)
-            return output
-    output.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_runs(build_dir)
-    tmp = output.with_name(f".{page}.{os.getpid()}.running.ipynb")
-    print(f"[{page}] executing with {json.dumps(parameters, default=str)}", flush=True)
-    saved = {name: os.environ.get(name) for name in (DEFAULT_CACHE_ENV, RESULTS_ENV, WEIGHTS_DIR_ENV, "JUPYTER_RUNTIME_DIR")}
-    os.environ.update(page_environment(build_dir, weights_dir))
     try:
         papermill.execute_notebook(
             str(notebook_path(page)), str(tmp), parameters=parameters, kernel_name="python3",
@@ -230,23 +230,62 @@ def run_page(
             f"page {page!r} failed in cell {error.exec_count} ({error.ename}: {error.evalue}); "
             f"executed notebook kept at {failed}"
         ) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+
+
+def _mark_executed(tmp: Path, key: str) -> None:
+    """Stamp the execution key into the executed notebook, and fold its default parameters away."""
     notebook = nbformat.read(tmp, as_version=4)
     notebook.metadata[KEY_FIELD] = key
+    injected = any("injected-parameters" in c.metadata.get("tags", []) for c in notebook.cells)
     for cell in notebook.cells:  # the defaults fold away; the values this run used stay visible
-        if "parameters" in cell.metadata.get("tags", []) and any(
-                "injected-parameters" in c.metadata.get("tags", []) for c in notebook.cells):
+        if injected and "parameters" in cell.metadata.get("tags", []):
             cell.metadata["tags"] = [*cell.metadata["tags"], "hide-cell"]
     nbformat.write(notebook, tmp)
-    os.replace(tmp, output)
+
+
+def _page_disk_full(page: str, folder: Path) -> DiskFullError:
+    """One line for a page whose notebook could not be written: where, and how much space is free."""
+    try:
+        free = f"{shutil.disk_usage(folder).free / 1e6:,.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"page {page!r} could not be written: the disk holding {folder} is full ({free}); "
+                         "free some space or pass --build-dir on a larger disk (nothing was published)")
+
+
+def run_page(
+    page: str,
+    parameters: dict,
+    build_dir: Path,
+    weights_dir: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Execute one page's notebook with ``parameters`` into ``build_dir/src/book/<page>.ipynb``.
+
+    Returns the executed notebook's path. Skips execution when the executed copy's key matches. The notebook is
+    written to a temporary file renamed into place at the end: a failure (a cell, a full disk) publishes nothing.
+    """
+    parameters = check_parameters(page, parameters)
+    build_dir = Path(build_dir).resolve()
+    output = build_dir / "src" / "book" / f"{page}.ipynb"
+    key = execution_key(page, parameters, build_dir, weights_dir)
+    if not force and _is_current(output, key):
+        print(f"[{page}] unchanged, reusing {output}", flush=True)
+        return output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_runs(build_dir)
+    tmp = output.with_name(f".{page}.{os.getpid()}.running.ipynb")
+    print(f"[{page}] executing with {json.dumps(parameters, default=str)}", flush=True)
+    try:
+        with _kernel_environment(build_dir, weights_dir):
+            _execute(page, parameters, tmp, build_dir)
+        _mark_executed(tmp, key)
+        os.replace(tmp, output)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(error) and not isinstance(error, DiskFullError):
+            raise _page_disk_full(page, output.parent) from None
+        raise
     return output
 
 

@@ -86,8 +86,8 @@ method here: read their verdicts near the margin with that in mind.
 :data:`MIN_IMAGES` = 8: the smallest of the study's sample sizes (4, 8, 12, 16, 100) at which
 ``auto`` covers >= 0.93 for the moderately skewed mean-type statistics (0.933, 0.934, 0.941 above;
 0.914 and 0.900 under heavy skew). Below it no interval is computed: ``low`` and ``high`` are nan,
-the verdict rules read that as inconclusive, and :meth:`Interval.text` says "too few images to
-decide".
+the verdict rules read that as inconclusive, and :meth:`Interval.text` says so in words ("too few
+images for an interval: 1 of 8 needed").
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ MAX_UNDEFINED = 0.5
 UNDEFINED_RULES = ("drop", "low", "high")
 
 TOO_FEW = "too few images to decide"
+#: How :meth:`Interval.text` words an interval that too few images left uncomputed.
+TOO_FEW_FOR_INTERVAL = "too few images for an interval"
 EVERY_EQUAL = "every resample equal"
 _LABEL = "bootstrap over images"
 
@@ -143,16 +145,17 @@ class Interval:
     n: int  # images resampled
     method: str = "bootstrap over images"
     undefined_share: float = 0.0
+    min_images: int = MIN_IMAGES  # fewest images an interval is computed from (the "of 8 needed" in text)
 
     @property
     def too_few(self) -> bool:
-        """True when there were too few images (< :data:`MIN_IMAGES`) to compute an interval.
+        """True when there were too few images (< ``min_images``) to compute an interval.
 
         Also for an interval rebuilt from a table (``Interval(estimate, nan, nan, n)``, n small).
         """
         if self.method.startswith(TOO_FEW):
             return True
-        return (0 < self.n < MIN_IMAGES and math.isnan(self.low) and math.isnan(self.high)
+        return (0 < self.n < self.min_images and math.isnan(self.low) and math.isnan(self.high)
                 and not math.isnan(self.estimate))
 
     @property
@@ -161,11 +164,15 @@ class Interval:
         return self.method.startswith(EVERY_EQUAL)
 
     def text(self, fmt: str = ".2f") -> str:
-        """``0.64 [0.55, 0.71]`` (``fmt`` formats each number; ``%`` formats give percentages)."""
+        """``0.64 [0.55, 0.71]`` (``fmt`` formats each number; ``%`` formats give percentages).
+
+        Without an interval it says why in words, never ``[nan, nan]``: ``1.98% (too few images for an
+        interval: 1 of 8 needed)``, ``0.40 (no interval: 60% of resamples undefined)``, ``not measured``.
+        """
         if math.isnan(self.estimate):
             return "not measured"
         if self.too_few:
-            return f"{self.estimate:{fmt}} ({TOO_FEW})"
+            return f"{self.estimate:{fmt}} ({TOO_FEW_FOR_INTERVAL}: {self.n} of {self.min_images} needed)"
         if math.isnan(self.low) or math.isnan(self.high):
             why = f": {self.undefined_share:.0%} of resamples undefined" if self.undefined_share > 0 else ""
             return f"{self.estimate:{fmt}} (no interval{why})"
@@ -176,17 +183,13 @@ class Interval:
         return (self.high - self.low) / 2
 
 
-def exact(value: float, n: int, method: str = "exact (no resampling needed)") -> Interval:
-    """A value without sampling uncertainty (e.g. a count that no image draw can change)."""
-    return Interval(float(value), float(value), float(value), n, method)
-
-
 NOT_MEASURED = Interval(float("nan"), float("nan"), float("nan"), 0, "not measured")
 
 
 def too_few(estimate: float, n: int, min_images: int = MIN_IMAGES) -> Interval:
-    """The interval of a statistic measured on fewer than ``min_images`` images: nan ends."""
-    return Interval(float(estimate), float("nan"), float("nan"), n, f"{TOO_FEW} (n < {min_images})")
+    """The interval of a statistic measured on fewer than ``min_images`` images: nan ends (``text`` says so)."""
+    return Interval(float(estimate), float("nan"), float("nan"), n, f"{TOO_FEW} (n < {min_images})",
+                    min_images=min_images)
 
 
 def _take(column, index: np.ndarray):

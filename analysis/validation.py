@@ -89,8 +89,8 @@ def patch_checks(feats: Features, truth: twins.Truth, seed: int = 0) -> list[dic
     pinned = findings.position_stability(mask)["pinned"]
     rows.append(_check(name, "pinned or not", "pinned" if truth.pinned else "moves with the image",
                        pinned == truth.pinned, "pinned" if pinned else "not pinned"))
-    block_norms = findings.block_norms(feats)  # (B, L, Np)
-    table = findings.layer_table(block_norms)
+    block_norms = findings.patch_norms(feats)  # (B, L, Np)
+    table = findings.block_table(block_norms)
     onset = findings.onset_block(table.separated_mode.to_numpy())
     rows.append(_check(name, "onset block", f"block {truth.onset_block}" if truth.has_outliers else "none",
                        onset == (truth.onset_block if truth.has_outliers else None),

@@ -39,8 +39,7 @@ def tiny(weights_dir):
 def tiny_features(weights_dir, tmp_path_factory):
     """One cached pass of the real ViT-Ti over the 8 first shipped photos (seed 0)."""
     cache = tmp_path_factory.mktemp("cache")
-    return features.extract(TINY, "builtin", 8, 224, weights_dir=weights_dir, cache_dir=cache,
-                            allow_hub=False, progress=False)
+    return features.extract(TINY, features.RunOptions("builtin", 8, 224, weights_dir=weights_dir, cache_dir=cache, allow_hub=False, progress=False))
 
 
 @pytest.fixture(autouse=True)

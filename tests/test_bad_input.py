@@ -7,6 +7,7 @@ Each case builds its input under ``tmp_path`` and calls the public entry point a
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import shutil
@@ -19,7 +20,9 @@ from PIL import Image
 
 from analysis import features, images, models, run
 from analysis.images import ImageError
-from analysis.models import ModelError, UnsafeWeightsError, WeightsMismatchError, WeightsNotFoundError
+from analysis.features import DiskFullError
+from analysis.models import (ModelError, NonFiniteWeightsError, UnsafeWeightsError, WeightsMismatchError,
+                             WeightsNotFoundError)
 
 TINY = models.OFFLINE_MODEL
 SMALL = "vit_small_patch16_224.augreg_in21k_ft_in1k"
@@ -121,10 +124,78 @@ def folder_named_like_an_image(tmp_path):
     return dict(image_source=str(tmp_path / "photo.jpg"))
 
 
+def no_model_may_load(monkeypatch):
+    """A fault that must be reported before the model is loaded (the expensive part) fails the test otherwise."""
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the error"))
+
+
+def fewer_images_than_asked(tmp_path, monkeypatch):
+    no_model_may_load(monkeypatch)
+    return dict(image_source=str(photo_folder(tmp_path)), n_images=50)
+
+
+def more_than_the_shipped_photos(tmp_path, monkeypatch):
+    no_model_may_load(monkeypatch)
+    return dict(n_images=len(images.BUILTIN_PHOTOS) + 1)
+
+
+def nearly_full_disk(tmp_path, monkeypatch):
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=200_000))  # 0.2 MB free
+    return {}
+
+
+def disk_fills_while_writing(tmp_path, monkeypatch):
+    """The free-space check passes, then the disk fills between two frames of the first batch."""
+    import pyarrow.parquet as pq
+
+    real, calls = pq.ParquetWriter.write_table, []
+
+    def write_table(self, table, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # norms written, patches not: a half-written entry if it were kept
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)
+    return {}
+
+
+def disk_fills_on_a_kept_array(tmp_path, monkeypatch):
+    """Reserving a kept array's blocks (so a memory-mapped write cannot SIGBUS) finds the disk full."""
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    return dict(keep=("output",))
+
+
+def nan_in_weights(tmp_path, weights_dir):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(weights_dir / f"{TINY}.safetensors"))
+    state["blocks.3.mlp.fc1.weight"][5, 7] = float("nan")
+    save_file(state, str(tmp_path / "x.safetensors"))
+    return dict(weights_file=str(tmp_path / "x.safetensors"))
+
+
+#: the one line of a full disk: the cache folder, the free space and what the pass needs
+DISK_FULL = (r"^not enough disk space for the feature cache in .*cache: [\d.,]+ [MG]B free, the pass needs about "
+             r"[\d.]+ MB \(2 images\); free some space or set REGISTERS_CACHE to a folder on a larger disk")
+
 #: case id -> (setup, error type, message pattern); setups may take tmp_path, monkeypatch, weights_dir.
 ERRORS = {
     "corrupt image in a folder": (corrupt, ImageError,
-                                  r"only 1 of the 2 requested images are readable; unreadable: .*broken\.jpg: not a readable image"),
+                                  r"asked for 2 images, .*photos holds 1 readable image\(s\); unreadable: .*broken\.jpg: not a readable image"),
+    "fewer images than asked for": (fewer_images_than_asked, ImageError,
+                                    r"^asked for 50 images, .*/photos holds 1 readable image\(s\)$"),
+    "more than the shipped photos": (more_than_the_shipped_photos, ImageError,
+                                     r"^asked for 13 images, builtin holds 12 readable image\(s\)$"),
+    "nearly full disk": (nearly_full_disk, DiskFullError, DISK_FULL),
+    "disk fills while writing": (disk_fills_while_writing, DiskFullError, DISK_FULL),
+    "disk fills on a kept array": (disk_fills_on_a_kept_array, DiskFullError, DISK_FULL),
+    "NaN in the weights": (nan_in_weights, NonFiniteWeightsError,
+                           r"^weight file .*x\.safetensors holds non-finite values in blocks\.3\.mlp\.fc1\.weight \(1 NaN\)"),
     "truncated image": (truncated, ImageError, r"image .*whole\.jpg: not a readable image"),
     "1x1 image": (one_pixel, ImageError, r"image .*dot\.png: only 1x1 px \(need 16 px a side\)"),
     "very large image": (very_large, ImageError, r"image .*huge\.png: too large \(200x200 px\)"),
@@ -157,12 +228,13 @@ def test_bad_input_is_one_clear_line_and_leaves_no_cache_entry(case, tmp_path, m
     arguments.update(call_setup(setup, tmp_path, monkeypatch, weights_dir))
     cache = tmp_path / "cache"
     spec = arguments.pop("spec")
+    options = {name: arguments.pop(name) for name in ("weights_file", "keep") if name in arguments}
     with pytest.raises(error_type) as error:
-        features.extract(spec, cache_dir=cache, progress=False, **arguments)
+        features.extract(spec, features.RunOptions(cache_dir=cache, progress=False, **arguments), **options)
     message = str(error.value)
     assert "\n" not in message, message
     assert __import__("re").search(pattern, message), message
-    assert not cache.exists() or not any(cache.iterdir())  # nothing half-written
+    assert not cache.exists() or not any(cache.iterdir())  # nothing half-written: no entry, no .tmp-* folder
     assert "this must never print" not in capsys.readouterr().out
 
 
@@ -177,7 +249,7 @@ CONVERSIONS = {
 def test_convertible_images_run_with_a_note(case, tmp_path, weights_dir):
     array, mode, note = CONVERSIONS[case]
     folder = photo_folder(tmp_path, "odd.png", array, mode)
-    result = features.extract(TINY, str(folder), None, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False)
+    result = features.extract(TINY, features.RunOptions(str(folder), None, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False))
     assert any(note in n for n in result.meta["images"][0]["notes"])
     assert len(result.patches) == 196
 
@@ -186,7 +258,7 @@ def test_palette_gif_runs_with_a_note(tmp_path, weights_dir):
     folder = tmp_path / "gif"
     folder.mkdir()
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)).convert("P").save(folder / "p.gif")
-    result = features.extract(TINY, str(folder), None, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False)
+    result = features.extract(TINY, features.RunOptions(str(folder), None, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False))
     assert "P image converted to RGB" in result.meta["images"][0]["notes"][0]
 
 
@@ -223,7 +295,7 @@ def test_phone_photo_is_analysed_as_shown(tmp_path, weights_dir):
     record = images.list_images(folder)[0]
     assert record.load().size == (60, 100)  # width x height as shown, not (100, 60) as stored
     assert "EXIF orientation 6 applied" in record.notes[0]
-    result = features.extract(TINY, str(folder), None, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False)
+    result = features.extract(TINY, features.RunOptions(str(folder), None, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False))
     assert any("EXIF orientation 6" in note for note in result.notes)
 
 
@@ -242,7 +314,7 @@ def test_bad_files_in_a_folder_are_skipped_listed_and_replaced(tmp_path, weights
     photo_folder(tmp_path, "c.png")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     (folder / "empty.png").write_bytes(b"")
-    result = features.extract(TINY, str(folder), 3, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False)
+    result = features.extract(TINY, features.RunOptions(str(folder), 3, 224, weights_dir=weights_dir, cache_dir=tmp_path / "c", progress=False))
     assert sorted(i["image_id"] for i in result.meta["images"]) == ["a", "b", "c"]
     assert len(result.meta["skipped"]) == 2 and any("broken.jpg" in s for s in result.meta["skipped"])
     assert sum(note.startswith("skipped ") for note in result.notes) == 2
@@ -285,3 +357,25 @@ def test_a_killed_runs_leftovers_are_removed_by_the_next_run(tmp_path):
     removed = run.remove_abandoned_runs(tmp_path)
     assert len(removed) == 2 and not (tmp_path / "runtime" / str(pid)).exists()
     assert (book / f".norm_histogram.{os.getpid()}.running.ipynb").exists()
+
+
+def test_a_full_disk_while_a_page_is_written_is_one_line_and_publishes_nothing(tmp_path, monkeypatch):
+    """papermill writing the executed notebook on a full disk: one line naming the folder, no temporary notebook."""
+    import re
+
+    import papermill
+
+    def fill_the_disk(source, target, **kwargs):
+        with open(target, "w") as handle:
+            handle.write('{"cells": [')  # half a notebook, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(papermill, "execute_notebook", fill_the_disk)
+    with pytest.raises(DiskFullError) as error:
+        run.run_page("norm_histogram", {}, tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and error.value.errno == errno.ENOSPC
+    assert re.match(r"page 'norm_histogram' could not be written: the disk holding .*src/book is full "
+                    r"\([\d.,]+ MB free\); free some space or pass --build-dir on a larger disk", message), message
+    book = tmp_path / "src" / "book"
+    assert not list(book.glob(".*running*")) and not (book / "norm_histogram.ipynb").exists()

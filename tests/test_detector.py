@@ -225,7 +225,7 @@ def test_real_vit_tiny_outliers_are_found_in_the_late_blocks_only(tiny_features)
     block 7 on (../shared/weights/README); blocks 0-5 hold one mode. Block 6, where the future outliers
     first stand apart (at 14-28 over a bulk ending near 13), is left to the detector."""
     patch = tiny_features.norms[tiny_features.norms.kind == "patch"]
-    per_block = {layer: group.norm.to_numpy() for layer, group in patch.groupby("layer")}
+    per_block = {layer: group.norm.to_numpy() for layer, group in patch.groupby("block")}
     for layer in range(6):
         assert not metrics.adaptive_threshold(per_block[layer]).bimodal, layer
     for layer in range(7, 12):

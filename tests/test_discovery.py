@@ -142,7 +142,7 @@ def test_all_positive_keys_put_lost_at_its_floor():
     assert all(f.box == (0, 0, 6, 6) for f in found)
     assert all(discovery.box_area_share(f, (6, 6)) == 1.0 for f in found)
     assert discovery.floor_share(found) == 1.0 and discovery.at_floor(found)
-    assert discovery.find_boxes(keys, (6, 6), 16, [(1.0, 1.0)] * 5) == [(0.0, 0.0, 96.0, 96.0)] * 5
+    assert discovery.pixel_boxes(found, 16, [(1.0, 1.0)] * 5) == [(0.0, 0.0, 96.0, 96.0)] * 5
 
 
 def test_floor_share_rule():
@@ -160,12 +160,14 @@ def test_floor_share_rule():
     assert discovery.FLOOR_SHARE == 0.5 and discovery.WHOLE_IMAGE_SHARE == 0.95
 
 
-def test_paired_hit_difference():
-    # (e) with − without, per image, on the same images
-    without = np.array([True, False, False, True, False])
-    with_ = np.array([True, True, False, False, True])
-    diff = discovery.paired_hit_difference(without, with_)
-    assert diff.shape == (5,) and diff.tolist() == [0.0, 1.0, 0.0, -1.0, 1.0]
-    assert diff.mean() == pytest.approx(with_.mean() - without.mean())
-    with pytest.raises(ValueError, match="paired"):
-        discovery.paired_hit_difference(without, with_[:4])
+def test_register_partners_pair_each_patch14_model_with_its_reg4_twin():
+    def result(spec, hits):
+        return discovery.LostResult(spec, "w", False, 0, [], [], np.array(hits, bool))
+
+    results = {"vit_small_patch14_dinov2.lvd142m": result("vit_small_patch14_dinov2.lvd142m", [0, 0, 1]),
+               "vit_small_patch14_reg4_dinov2.lvd142m": result("vit_small_patch14_reg4_dinov2.lvd142m", [1, 1, 1]),
+               "vit_small_patch16_224.dino": result("vit_small_patch16_224.dino", [1, 0, 0])}
+    pairs = discovery.register_partners(results)
+    assert [(plain.spec, partner.spec) for plain, partner in pairs] == [
+        ("vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m")]
+    assert discovery.LostResult("m", "w", False, 0, [], [], np.array([True, False])).row()["corloc"] == 0.5

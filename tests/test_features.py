@@ -14,9 +14,9 @@ def test_frames_are_tidy_and_split_prefix_from_patches(tiny_features):
     f = tiny_features
     assert f.depth == 12 and f.grid == (14, 14)
     assert len(f.norms) == 8 * 12 * 197
-    counts = f.norms[f.norms.layer == 0].kind.value_counts()
+    counts = f.norms[f.norms.block == 0].kind.value_counts()
     assert counts["cls"] == 8 and counts["patch"] == 8 * 196 and "register" not in counts
-    assert (f.patch_norms(-1).kind == "patch").all() and len(f.patch_norms(-1)) == 8 * 196
+    assert (f.patch_rows(-1).kind == "patch").all() and len(f.patch_rows(-1)) == 8 * 196
     assert len(f.patches) == 8 * 196 and f.patches.row.max() == 13 and f.patches.col.max() == 13
     assert set(f.attention["head"]) == {0, 1, 2}
 
@@ -24,9 +24,9 @@ def test_frames_are_tidy_and_split_prefix_from_patches(tiny_features):
 def test_real_vit_tiny_has_the_artifact_where_the_readme_says(tiny_features):
     """../shared/weights/README: blocks 0-6 max <= 27; from block 7 ~2 % of patches at ~560."""
     patch = tiny_features.norms[tiny_features.norms.kind == "patch"]
-    per_layer = patch.groupby("layer").norm
+    per_layer = patch.groupby("block").norm
     assert per_layer.max().iloc[:7].max() <= 30
-    last = tiny_features.patch_norms(-1).norm
+    last = tiny_features.patch_rows(-1).norm
     share = (last > 150).mean()
     assert 0.01 <= share <= 0.04
     assert 450 <= last.max() <= 700 and 10 <= last.median() <= 25
@@ -40,9 +40,9 @@ def test_cls_attention_matches_the_attention_frame(tiny_features):
 
 
 def test_cache_is_reused_without_running_the_model(weights_dir, tmp_path, monkeypatch):
-    first = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    first = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False))
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model ran despite a cache hit"))
-    again = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    again = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False))
     pd.testing.assert_frame_equal(first.norms, again.norms)
     assert again.provenance == first.provenance
 
@@ -67,26 +67,24 @@ def test_interrupted_write_leaves_no_entry_and_the_next_run_recovers(weights_dir
 
     monkeypatch.setattr(features.EntryWriter, "add_batch", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False,
-                         batch_size=1, keep=("output",))
+        features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False, batch_size=1), keep=("output",))
     assert list(tmp_path.iterdir()) == []  # neither an entry nor a temporary folder
     monkeypatch.setattr(features.EntryWriter, "add_batch", original)
-    result = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False,
-                              batch_size=1, keep=("output",))
+    result = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False, batch_size=1), keep=("output",))
     assert len(result.patches) == 2 * 196 and len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
     assert len(features.count_passes(tmp_path)) == 1  # the interrupted pass wrote nothing, so it is not counted
 
 
 def test_two_runs_give_identical_numbers(weights_dir, tmp_path):
-    one = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path / "a", progress=False)
-    two = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path / "b", progress=False)
+    one = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path / "a", progress=False))
+    two = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path / "b", progress=False))
     pd.testing.assert_frame_equal(one.norms, two.norms, check_exact=True)
     pd.testing.assert_frame_equal(one.patches, two.patches, check_exact=True)
 
 
 def test_bad_resolution_is_refused_before_running(weights_dir, tmp_path):
     with pytest.raises(images.ImageError, match="multiple of the patch size 16"):
-        features.extract(TINY, "builtin", 1, 200, weights_dir=weights_dir, cache_dir=tmp_path)
+        features.extract(TINY, features.RunOptions("builtin", 1, 200, weights_dir=weights_dir, cache_dir=tmp_path))
 
 
 KILLED_WRITER = """
@@ -100,8 +98,8 @@ def slow(self, *args, **kwargs):
     print("WRITING", flush=True)
     time.sleep(120)  # killed here, between two batches of the entry
 features.EntryWriter.add_batch = slow
-features.extract({spec!r}, "builtin", 2, 224, weights_dir={weights!r}, cache_dir={cache!r}, progress=False,
-                 batch_size=1)
+features.extract({spec!r}, features.RunOptions("builtin", 2, 224, weights_dir={weights!r}, cache_dir={cache!r},
+                                               progress=False, batch_size=1))
 """
 
 
@@ -119,7 +117,7 @@ def test_a_killed_run_leaves_no_entry_and_the_next_run_cleans_up(weights_dir, tm
         child.wait(timeout=60)
     leftovers = list(tmp_path.iterdir())
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".tmp-")  # a partial write, not an entry
-    result = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    result = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False))
     assert len(result.patches) == 2 * 196
     names = [p.name for p in tmp_path.iterdir() if p.is_dir()]
     assert len(names) == 1 and not names[0].startswith(".tmp-")  # the abandoned write was removed
@@ -127,12 +125,11 @@ def test_a_killed_run_leaves_no_entry_and_the_next_run_cleans_up(weights_dir, tm
 
 def test_kept_arrays_extend_an_entry_once(weights_dir, tmp_path):
     """A page asking for output tokens after another page cached the reductions: one more pass, then none."""
-    first = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    first = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False))
     assert first.arrays == {}
-    kept = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False,
-                            keep=("output",))
+    kept = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False), keep=("output",))
     assert kept.arrays["output"].shape == (2, 197, 192)
-    again = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    again = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False))
     assert "output" in again.arrays and len(features.count_passes(tmp_path)) == 2
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
 
@@ -140,10 +137,8 @@ def test_kept_arrays_extend_an_entry_once(weights_dir, tmp_path):
 def test_streamed_entry_equals_one_batch_and_arrays_are_memory_mapped(weights_dir, tmp_path):
     """Batch by batch on disk (1 image a batch) gives the very numbers of one 3-image batch; kept tokens
     come back memory-mapped, in image order, and match a direct hooked pass."""
-    one_by_one = features.extract(TINY, "builtin", 3, 224, weights_dir=weights_dir, cache_dir=tmp_path / "a",
-                                  progress=False, batch_size=1, keep=("output",))
-    together = features.extract(TINY, "builtin", 3, 224, weights_dir=weights_dir, cache_dir=tmp_path / "b",
-                                progress=False, batch_size=3, keep=("output",))
+    one_by_one = features.extract(TINY, features.RunOptions("builtin", 3, 224, weights_dir=weights_dir, cache_dir=tmp_path / "a", progress=False, batch_size=1), keep=("output",))
+    together = features.extract(TINY, features.RunOptions("builtin", 3, 224, weights_dir=weights_dir, cache_dir=tmp_path / "b", progress=False, batch_size=3), keep=("output",))
     pd.testing.assert_frame_equal(one_by_one.norms, together.norms, check_exact=False, rtol=1e-5)
     pd.testing.assert_frame_equal(one_by_one.patches, together.patches, check_exact=False, rtol=1e-4)
     output = one_by_one.arrays["output"]
@@ -157,7 +152,7 @@ def test_streamed_entry_equals_one_batch_and_arrays_are_memory_mapped(weights_di
 
 
 def test_predicted_class_is_the_classifier_top1_and_minus_one_without_a_head(weights_dir, tmp_path):
-    feats = features.extract(TINY, "builtin", 3, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    feats = features.extract(TINY, features.RunOptions("builtin", 3, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False))
     model, _ = models.load_model(TINY, weights_dir=weights_dir)
     pixels = images.pixel_batch(images.records_of(feats.meta["images"]), model, 224)
     with torch.inference_mode():
@@ -170,9 +165,8 @@ def test_predicted_class_is_the_classifier_top1_and_minus_one_without_a_head(wei
 def test_bfloat16_runs_only_within_its_norm_tolerance(weights_dir, tmp_path):
     """bfloat16 autocast on the CPU: accepted at the stated 2 % tolerance (its measured deviation is noted and
     small but not zero), refused when the tolerance is tighter than what it measures, and cached apart."""
-    exact = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
-    mixed = features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False,
-                             precision="bfloat16")
+    exact = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False))
+    mixed = features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False, precision="bfloat16"))
     deviation = mixed.meta["norm_deviation"]
     assert 0 < deviation <= features.PRECISION_TOLERANCE and exact.meta["norm_deviation"] is None
     assert any("bfloat16" in note for note in mixed.notes)
@@ -185,4 +179,17 @@ def test_bfloat16_runs_only_within_its_norm_tolerance(weights_dir, tmp_path):
         features.check_precision(model, pixels, "bfloat16", TINY, tolerance=deviation / 2)
     assert features.check_precision(model, pixels, "float32", TINY, tolerance=0.0) is None
     with pytest.raises(ValueError, match="precision must be one of"):
-        features.extract(TINY, "builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, precision="fp8")
+        features.extract(TINY, features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, precision="fp8"))
+
+
+@pytest.mark.parametrize("model", [TINY, f"random:{TINY}", f"{TINY}@/weights/step_1000.safetensors"])
+def test_a_checkpoint_names_one_spec_whatever_form_the_model_takes(model, monkeypatch):
+    """`random:` on the model itself used to become `random:random:<name>`; `name@path` lost its path."""
+    calls = []
+    monkeypatch.setattr(features, "extract", lambda spec, run, **options: calls.append((spec, options)))
+    run = features.RunOptions()
+    for checkpoint in ("random", "pretrained", "/weights/step_2000.safetensors"):
+        features.extract_checkpoint(model, checkpoint, run)
+    assert calls[0] == (f"random:{TINY}", {})
+    assert calls[1] == (model, {})
+    assert calls[2] == (model, {"weights_file": "/weights/step_2000.safetensors"})

@@ -1,5 +1,7 @@
 """Image sources, conversions with notes, and one clear error per bad input."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -22,12 +24,17 @@ def test_builtin_photos_are_real_and_ordered():
 
 def test_seeded_sampling_is_deterministic_and_keeps_source_order():
     records = images.list_images("builtin")
-    first = images.sample_images(records, 5, seed=1)
-    assert [r.image_id for r in first] == [r.image_id for r in images.sample_images(records, 5, seed=1)]
-    assert [r.image_id for r in first] != [r.image_id for r in images.sample_images(records, 5, seed=2)]
+
+    def sample(n, seed):
+        return images.readable_sample(records, n, seed).records
+
+    first = sample(5, seed=1)
+    assert [r.image_id for r in first] == [r.image_id for r in sample(5, seed=1)]
+    assert [r.image_id for r in first] != [r.image_id for r in sample(5, seed=2)]
     order = [r.image_id for r in records]
     assert [order.index(r.image_id) for r in first] == sorted(order.index(r.image_id) for r in first)
-    assert len(images.sample_images(records, 100)) == len(records)
+    assert [r.image_id for r in images.sample_order(records, 5, seed=1)[:5]] == [r.image_id for r in first]
+    assert images.sample_order(records, 100) == records  # every candidate; too few for 100 is readable_sample's error
 
 
 def test_folder_is_searched_recursively_in_sorted_order(tmp_path):
@@ -152,9 +159,24 @@ def test_a_folder_with_class_subfolders_is_sampled_per_class(tmp_path):
     save(folder / "n03000000_third" / "only.JPEG", images.BUILTIN_PHOTOS["astronaut"]()[:64, :64])
     records = images.list_images(folder)
     for seed in range(5):
-        chosen = images.sample_images(records, 4, seed)
+        chosen = images.readable_sample(records, 4, seed).records
         classes = sorted(r.image_id.split("/")[0] for r in chosen)
         assert classes.count("n03000000_third") == 1 and len(set(classes)) == 3  # 2 + 1 + 1 (or 1 + 2 + 1)
     order = images.sample_order(records, 3, 0)
     assert sorted(r.image_id.split("/")[0] for r in order[:3]) == sorted({r.image_id.split("/")[0] for r in records})
     assert len(order) == len(records) and {r.image_id for r in order} == {r.image_id for r in records}
+
+
+def test_a_sample_is_never_smaller_than_asked_for(tmp_path):
+    shipped = images.list_images("builtin")
+    assert len(shipped) == 12  # the pages ask for up to 12 of them
+    for n in (1, 8, 12, None):
+        sample = images.readable_sample(shipped, n, seed=0)
+        assert len(sample.records) == (n or 12) and not sample.skipped
+    with pytest.raises(images.ImageError, match=r"^asked for 13 images, builtin holds 12 readable image\(s\)$"):
+        images.readable_sample(shipped, 13)
+    save(tmp_path / "a.png", np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "b.png").write_bytes(b"")
+    with pytest.raises(images.ImageError, match=rf"^asked for 3 images, {re.escape(str(tmp_path))} holds 1 readable image\(s\); "
+                                                r"unreadable: .*b\.png: not a readable image"):
+        images.readable_sample(images.list_images(tmp_path), 3)

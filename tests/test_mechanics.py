@@ -52,7 +52,7 @@ def test_every_page_mechanism_runs_on(name):
     assert frames["patches"].cls_attention.notna().all() == cls  # no CLS token: no CLS attention (nan)
     # norm, layer and position findings
     norms = capture.block_norms[:, :, prefix:].numpy()
-    assert findings.layer_table(norms).shape[0] == 2
+    assert findings.block_table(norms).shape[0] == 2
     high = norms[:, -1] > np.quantile(norms[:, -1], 0.98)  # a stand-in mask: random weights have no outliers
     findings.position_stability(high)
     findings.position_matched_auc(frames["patches"].neighbour_cosine.to_numpy().reshape(2, -1), high)
@@ -72,5 +72,6 @@ def test_every_page_mechanism_runs_on(name):
     assert index == prefix and moved.num_prefix_tokens == prefix + 1
     assert moved.block_norms.shape == (2, 2, prefix + 1 + n_patches)
     # LOST on the last block's keys
-    boxes = discovery.find_boxes(capture.keys[:, prefix:].numpy(), grid, models.patch_size(model), [(1.0, 1.0)] * 2)
+    boxes = discovery.pixel_boxes(discovery.discover(capture.keys[:, prefix:].numpy(), grid), models.patch_size(model),
+                                  [(1.0, 1.0)] * 2)
     assert len(boxes) == 2

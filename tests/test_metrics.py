@@ -9,21 +9,14 @@ import torch
 from analysis import metrics
 
 
-def test_token_norms_are_l2_over_channels():
-    tokens = torch.tensor([[[3.0, 4.0], [0.0, 0.0], [1.0, 1.0]]])  # (B=1, N=3, D=2)
-    assert metrics.token_norms(tokens)[0].tolist() == pytest.approx([5.0, 0.0, math.sqrt(2)])
-
-
-def test_high_norm_mask_is_strictly_above_threshold():
-    mask = metrics.high_norm_mask(np.array([149.0, 150.0, 150.5, 600.0]), 150)
-    assert mask.tolist() == [False, False, True, True]
+def test_high_norm_share_is_strictly_above_threshold():
     assert metrics.high_norm_fraction(np.array([149.0, 150.0, 150.5, 600.0]), 150) == 0.5
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
 def test_threshold_must_be_positive(bad):
     with pytest.raises(ValueError, match="positive"):
-        metrics.high_norm_mask(np.ones(3), bad)
+        metrics.high_norm_fraction(np.ones(3), bad)
 
 
 def planted_norms(n=5000, share=0.02, seed=0):
@@ -102,7 +95,3 @@ def test_separation_auc_perfect_and_undefined():
     assert metrics.separation_auc(scores, np.array([0, 0, 1, 1])) == 1.0
     assert math.isnan(metrics.separation_auc(scores, np.zeros(4)))
 
-
-def test_first_layer_above():
-    assert metrics.first_layer_above(np.array([10, 20, 200, 500]), 150) == 2
-    assert metrics.first_layer_above(np.array([10, 20]), 150) is None

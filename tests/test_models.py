@@ -153,3 +153,55 @@ def test_weight_folders_are_searched_once_each(tmp_path, monkeypatch):
     other = tmp_path / "other"
     monkeypatch.setenv(models.WEIGHTS_DIR_ENV, f"{tmp_path}{__import__('os').pathsep}{other}")
     assert models.weights_dirs(tmp_path) == [tmp_path, other]
+
+
+def plant_hf_cache(root, weights_dir, revision: str):
+    """A Hugging Face cache under ``root`` holding the real ViT-Ti as timm expects it: ``models--timm--<name>/
+    snapshots/<revision>/model.safetensors`` with ``refs/main`` pointing at that revision."""
+    repo = root / f"models--timm--{TINY}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    shutil.copy(weights_dir / f"{TINY}.safetensors", repo / "snapshots" / revision / "model.safetensors")
+    return repo / "snapshots" / revision / "model.safetensors"
+
+
+def test_hub_weights_name_their_snapshot_revision_and_file_hash(weights_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    revision = "5f0c2d1e" * 5  # a planted snapshot commit
+    planted = plant_hf_cache(tmp_path / "hub", weights_dir, revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read at import time
+    monkeypatch.delenv(models.WEIGHTS_DIR_ENV, raising=False)
+    model, provenance = models.load_model(TINY)  # no local folder: timm's hub path, offline (conftest)
+    assert provenance.source == "hf-cache" and provenance.location.startswith(f"timm/{TINY}")
+    assert provenance.revision == revision
+    assert provenance.sha256 == models.sha256_of(planted) == models.sha256_of(weights_dir / f"{TINY}.safetensors")
+    assert provenance.as_dict()["revision"] == revision
+    assert f"(revision {revision[:12]}, sha256 {provenance.sha256[:12]})" in provenance.label()
+    assert models.resolve_weights(TINY) == provenance  # the cache key sees the same file before any load
+    assert models.Provenance(**{k: v for k, v in provenance.as_dict().items() if k != "revision"}).revision is None
+
+
+def nan_weights(weights_dir, folder, key="blocks.3.mlp.fc1.weight", value=float("nan")):
+    """A copy of the real ViT-Ti weights with one value of ``key`` replaced by ``value``."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(weights_dir / f"{TINY}.safetensors"))
+    state[key] = state[key].clone()
+    state[key][0, 0] = value
+    path = folder / "x.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+@pytest.mark.parametrize("value, count", [(float("nan"), "1 NaN"), (float("inf"), "1 infinite")])
+def test_non_finite_weights_are_refused_naming_the_file_and_tensor(weights_dir, tmp_path, value, count):
+    path = nan_weights(weights_dir, tmp_path, value=value)
+    with pytest.raises(models.NonFiniteWeightsError) as error:
+        models.load_model(TINY, weights_file=path)
+    message = str(error.value)
+    assert message.startswith(f"weight file {path.resolve()} holds non-finite values in blocks.3.mlp.fc1.weight "
+                              f"({count})") and "\n" not in message
+    assert isinstance(error.value, models.WeightsMismatchError)  # caught wherever a bad weight file is

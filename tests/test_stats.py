@@ -49,11 +49,25 @@ def test_too_few_images_read_as_such():
     interval = image_bootstrap({"x": values}, mean, seed=0)
     assert interval.too_few and math.isnan(interval.low) and math.isnan(interval.high)
     assert interval.estimate == pytest.approx(values.mean())
-    assert "too few images to decide" in interval.text(".2%") and "nan" not in interval.text(".2%")
+    assert interval.text(".2%") == f"{values.mean():.2%} (too few images for an interval: 7 of 8 needed)"
     assert interval_rule(interval, 0.0) is Verdict.INCONCLUSIVE
     assert not image_bootstrap({"x": np.append(values, 0.01)}, mean, seed=0).too_few
     rebuilt = Interval(interval.estimate, interval.low, interval.high, interval.n)  # e.g. read back from a table
-    assert rebuilt.too_few and "too few images to decide" in rebuilt.text()
+    assert rebuilt.too_few and rebuilt.text() == f"{values.mean():.2f} (too few images for an interval: 7 of 8 needed)"
+
+
+@pytest.mark.parametrize("interval, fmt, text", [
+    # one image: a share measured, no interval (it printed "[nan%, nan%]" where the ends were formatted)
+    (image_bootstrap({"x": np.array([0.0198])}, mean), ".2%", "1.98% (too few images for an interval: 1 of 8 needed)"),
+    (Interval(0.0198, math.nan, math.nan, 1), ".2%", "1.98% (too few images for an interval: 1 of 8 needed)"),
+    (stats.too_few(0.5, 3, min_images=12), ".1f", "0.5 (too few images for an interval: 3 of 12 needed)"),
+    (Interval(0.4, math.nan, math.nan, 8, "not measured", 0.6), ".2f", "0.40 (no interval: 60% of resamples undefined)"),
+    (Interval(0.4, math.nan, 0.5, 8), ".2f", "0.40 (no interval)"),  # one end undefined is no interval either
+    (Interval(math.nan, math.nan, math.nan, 1), ".2%", "not measured"),
+    (Interval(0.0198, 0.01, 0.03, 8), ".2%", "1.98% [1.00%, 3.00%]"),
+])
+def test_an_interval_without_ends_is_said_in_words(interval, fmt, text):
+    assert interval.text(fmt) == text and "nan" not in interval.text(fmt)
 
 
 def test_constant_statistic_gives_a_marked_zero_width_interval():
@@ -90,7 +104,7 @@ def test_interval_stays_constructible_positionally():
     assert Interval(0.5, 0.4, 0.6, 8).undefined_share == 0.0
     legacy = Interval(0.5, 0.4, 0.6, 8, "bootstrap over images")
     assert not legacy.too_few and not legacy.every_resample_equal and legacy.text() == "0.50 [0.40, 0.60]"
-    assert stats.NOT_MEASURED.text() == "not measured" and stats.exact(3, 8).half_width == 0
+    assert stats.NOT_MEASURED.text() == "not measured" and Interval(3.0, 3.0, 3.0, 8).half_width == 0
 
 
 def test_means_get_the_studentized_interval_and_other_statistics_expanded_bca():

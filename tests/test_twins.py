@@ -27,9 +27,7 @@ def twin(weights_dir, twin_cache):
 
     def run(name: str) -> features.Features:
         if name not in passes:
-            passes[name] = features.extract(TINY, "builtin", N_IMAGES, 224, weights_dir=weights_dir,
-                                            cache_dir=twin_cache, allow_hub=False, progress=False,
-                                            plant=twins.TWINS[name])
+            passes[name] = features.extract(TINY, features.RunOptions("builtin", N_IMAGES, 224, weights_dir=weights_dir, cache_dir=twin_cache, allow_hub=False, progress=False), plant=twins.TWINS[name])
         return passes[name]
 
     return run
@@ -38,13 +36,13 @@ def twin(weights_dir, twin_cache):
 def patch_ratios(f: features.Features) -> pd.DataFrame:
     """Patch rows of every block with ``ratio`` = norm / that image's median patch norm at that block."""
     patch = f.norms[f.norms.kind == "patch"].copy()
-    patch["ratio"] = patch.norm / patch.groupby(["image_id", "layer"]).norm.transform("median")
+    patch["ratio"] = patch.norm / patch.groupby(["image_id", "block"]).norm.transform("median")
     return patch
 
 
-def outliers_per_image(f: features.Features, layer: int) -> dict[str, set[int]]:
+def outliers_per_image(f: features.Features, block: int) -> dict[str, set[int]]:
     patch = patch_ratios(f)
-    high = patch[(patch.layer == layer) & (patch.ratio > OUTLIER)]
+    high = patch[(patch.block == block) & (patch.ratio > OUTLIER)]
     found = high.groupby("image_id").token.apply(set).to_dict()
     return {image["image_id"]: found.get(image["image_id"], set()) for image in f.meta["images"]}
 
@@ -107,7 +105,7 @@ def test_redundant_twin_plants_the_top_cosine_patches_at_the_declared_ratio(twin
     assert truth == twins.truth(twins.TWINS["redundant"], f.depth, f.grid)
     found = outliers_per_image(f, LAST)
     assert found == top_cosine(f, truth.per_image)  # exactly the most redundant patches, in every image
-    last = patch_ratios(f).query("layer == @LAST")
+    last = patch_ratios(f).query("block == @LAST")
     planted = last[last.ratio > OUTLIER].ratio
     assert len(planted) == N_IMAGES * truth.per_image
     assert (last.ratio > OUTLIER).groupby(last.image_id).mean().eq(truth.share).all()  # 4 / 196 ≈ 2 %
@@ -126,11 +124,11 @@ def test_onset_no_planted_tokens_before_the_onset_block_all_from_it(twin):
     for name in ("redundant", "early"):
         f = twin(name)
         truth = twins.truth_of(f.meta)
-        counts = (patch_ratios(f).query("ratio > @OUTLIER").groupby("layer").size()
+        counts = (patch_ratios(f).query("ratio > @OUTLIER").groupby("block").size()
                   .reindex(range(f.depth), fill_value=0))
         assert (counts.iloc[: truth.onset_block] == 0).all(), name
         assert (counts.iloc[truth.onset_block:] == N_IMAGES * truth.per_image).all(), name
-        first = patch_ratios(f).query("layer < @truth.onset_block")
+        first = patch_ratios(f).query("block < @truth.onset_block")
         assert first.ratio.max() < 4, name
 
 
@@ -148,7 +146,7 @@ def test_random_twin_outliers_differ_between_images_and_ignore_redundancy(twin):
 
 def test_random_selection_does_not_depend_on_the_batch(tiny):
     model, _ = tiny
-    records = images.sample_images(images.list_images("builtin"), 3, 0)
+    records = images.readable_sample(images.list_images("builtin"), 3, 0).records
     pixels = images.pixel_batch(records, model, 224)
     plant = twins.TWINS["random"]
     with twins.attach(model, plant) as ledger:
@@ -168,16 +166,16 @@ def test_pinned_twin_plants_its_positions_in_every_image(twin):
 
 
 def test_none_twin_has_no_high_norm_patch_anywhere_while_the_plain_model_does(twin, tiny_features):
-    neutral = patch_ratios(twin("none")).groupby("layer").ratio.max()
+    neutral = patch_ratios(twin("none")).groupby("block").ratio.max()
     assert (neutral < 4).all()
     assert (neutral <= twins.NEUTRAL_CAP * 1.001).all()  # 2: the corners are capped already at block 6
-    native = patch_ratios(tiny_features).groupby("layer").ratio.max()
+    native = patch_ratios(tiny_features).groupby("block").ratio.max()
     assert (native.iloc[7:] > 20).all()  # the same photos: the real model's own corners were neutralised
 
 
 def test_between_tokens_lie_between_the_modes_and_are_not_outliers(twin):
     f = twin("redundant")
-    last = patch_ratios(f).query("layer == @LAST").set_index(["image_id", "token"]).ratio
+    last = patch_ratios(f).query("block == @LAST").set_index(["image_id", "token"]).ratio
     between = [(image, token) for image, planted in f.meta["planted"].items() for token in planted["between"]]
     assert len(between) == N_IMAGES * twins.truth_of(f.meta).between_per_image
     ratios = last.loc[between]
@@ -189,15 +187,14 @@ def test_between_tokens_lie_between_the_modes_and_are_not_outliers(twin):
 def test_register_twin_moves_the_norm_into_the_registers(tmp_path):
     plant = twins.TWINS["registers"]
     assert twins.TWIN_BASES["registers"] == twins.TWIN_BASES["redundant-reg4"] == twins.REGISTER_BASE
-    f, partner = (features.extract(twins.REGISTER_BASE, "builtin", 3, 224, cache_dir=tmp_path, allow_hub=False,
-                                   progress=False, plant=twins.TWINS[name]) for name in ("registers", "redundant-reg4"))
+    f, partner = (features.extract(twins.REGISTER_BASE, features.RunOptions("builtin", 3, 224, cache_dir=tmp_path, allow_hub=False, progress=False), plant=twins.TWINS[name]) for name in ("registers", "redundant-reg4"))
     truth = twins.truth_of(f.meta)
     assert f.provenance.is_random and f.meta["num_registers"] == 4 and f.grid == (16, 16)
     assert truth.in_registers and not truth.has_outliers
-    median = f.norms[f.norms.kind == "patch"].groupby(["image_id", "layer"]).norm.median()
-    registers = f.norms[f.norms.kind == "register"].set_index(["image_id", "layer"]).norm
+    median = f.norms[f.norms.kind == "patch"].groupby(["image_id", "block"]).norm.median()
+    registers = f.norms[f.norms.kind == "register"].set_index(["image_id", "block"]).norm
     ratio = registers / median.reindex(registers.index)
-    layers = ratio.index.get_level_values("layer")
+    layers = ratio.index.get_level_values("block")
     assert (ratio[layers >= plant.onset_block] > OUTLIER).all()
     assert np.exp(np.log(ratio[layers >= plant.onset_block]).mean()) == pytest.approx(plant.norm_ratio, rel=0.25)
     assert (ratio[layers < plant.onset_block] < 1).all()
@@ -212,9 +209,10 @@ def test_register_twin_moves_the_norm_into_the_registers(tmp_path):
 
 
 def test_cache_key_differs_with_and_without_a_plant(weights_dir, tmp_path, monkeypatch):
-    options = dict(weights_dir=weights_dir, cache_dir=tmp_path, allow_hub=False, progress=False)
-    plain = features.extract(TINY, "builtin", 2, 224, **options)
-    twin_pass = features.extract(TINY, "builtin", 2, 224, plant=twins.TWINS["none"], **options)
+    run = features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, allow_hub=False,
+                              progress=False)
+    plain = features.extract(TINY, run)
+    twin_pass = features.extract(TINY, run, plant=twins.TWINS["none"])
     entries = sorted(path.parent.name for path in tmp_path.glob("*/meta.json"))
     assert len(entries) == 2 and any("twin-none" in entry for entry in entries)
     assert "plant" not in plain.meta and twin_pass.meta["plant"]["name"] == "none"
@@ -224,7 +222,7 @@ def test_cache_key_differs_with_and_without_a_plant(weights_dir, tmp_path, monke
     keys = {twins.cache_key(base, plant) for plant in twins.TWINS.values()} | {base}
     assert len(keys) == len(twins.TWINS) + 1
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model ran despite a cache hit"))
-    again = features.extract(TINY, "builtin", 2, 224, plant=twins.TWINS["none"], **options)
+    again = features.extract(TINY, run, plant=twins.TWINS["none"])
     pd.testing.assert_frame_equal(again.norms, twin_pass.norms)
 
 
