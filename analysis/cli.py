@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     merge = command("merge", help="merge feature-cache folders (content-addressed entries)")
     merge.add_argument("sources", nargs="+", metavar="DIR")
     merge.add_argument("--into", required=True, metavar="DIR")
+    merge.add_argument("--move", action="store_true", help="move entries out of the sources instead of copying")
 
     fetch = command("fetch", help="(connected machine) save a timm model's weights as safetensors")
     fetch.add_argument("model")
@@ -167,9 +168,10 @@ def _dispatch(args, extra: list[str]) -> int:
     elif args.command == "merge":
         from .plan import merge_caches
 
-        counts = merge_caches(args.sources, args.into)
+        counts = merge_caches(args.sources, args.into, move=args.move)
         print(f"[merge] into {args.into}: {counts['copied']} entries copied, {counts['replaced']} replaced by one "
-              f"holding more arrays, {counts['kept']} already there; {counts['folders']} other folders; "
+              f"holding more arrays, {counts['kept']} already there; {counts['folders']} other folders and "
+              f"{counts['files']} other files copied; "
               f"{counts['log_lines']} pass-log lines appended")
     elif args.command == "fetch":
         from .models import save_weights

@@ -614,29 +614,53 @@ class Plan:
                 "matrix": self.matrix(count)}
 
 
+def deduplicate(requests) -> list[Pass]:
+    """``(page, pass)`` requests → one pass per cache entry, in first-request order, listing every page that asked
+    for it (in order) and keeping the union of the arrays they asked to keep."""
+    merged: dict[Pass, Pass] = {}
+    for page, asked in requests:
+        held = merged.get(asked)
+        if held is None:
+            merged[asked] = dataclasses.replace(asked, keep=tuple(sorted(set(asked.keep))), pages=(page,))
+        else:
+            merged[asked] = dataclasses.replace(
+                held, keep=tuple(sorted(set(held.keep) | set(asked.keep))),
+                pages=held.pages + ((page,) if page not in held.pages else ()))
+    return list(merged.values())
+
+
+def page_requests(set_name: str, overrides: dict | None = None, weights_dir: str | Path | None = None,
+                  pages: list[str] | None = None) -> list[tuple[str, Pass]]:
+    """``(page, pass)`` for every pass each page asks for, pages in ``_toc.yml`` order."""
+    from .run import toc_pages
+
+    requests = []
+    for page in pages or toc_pages():
+        if page not in PAGE_KINDS:
+            raise PlanError(f"page {page!r} has no kind in analysis.plan.PAGE_KINDS: say what passes it asks for")
+        requests += [(page, asked) for asked in PAGE_KINDS[page](page_parameters(set_name, page, overrides,
+                                                                                 weights_dir))]
+    return requests
+
+
+def make_plan(set_name: str, passes: list[Pass], bench_dir: str | Path | None = None,
+              weights_dir: str | Path | None = None, pages: list[str] | None = None) -> Plan:
+    """A :class:`Plan` of ``passes`` with their estimates."""
+    throughput = Throughput.load(bench_dir)
+    here = {p.model: models.weights_available(p.model, weights_dir) for p in passes if p.pretrained}
+    return Plan(set_name, passes, {p.id: estimate(p, throughput) for p in passes}, throughput,
+                list(pages or sorted({page for p in passes for page in p.pages})), here)
+
+
 def build_plan(set_name: str = "ci", overrides: dict | None = None, weights_dir: str | Path | None = None,
                bench_dir: str | Path | None = None, pages: list[str] | None = None) -> Plan:
-    """Every pass the book's pages ask for under ``build --set set_name``, deduplicated, in page order."""
+    """Every pass the book's pages ask for under ``build --set set_name -p ...``, deduplicated, in page order."""
     from .run import toc_pages
 
     set_name = parameter_sets.choose(set_name, weights_dir)
     order = pages or toc_pages()
-    merged: dict[Pass, Pass] = {}
-    for page in order:
-        if page not in PAGE_KINDS:
-            raise PlanError(f"page {page!r} has no kind in analysis.plan.PAGE_KINDS: say what passes it asks for")
-        for asked in PAGE_KINDS[page](page_parameters(set_name, page, overrides, weights_dir)):
-            held = merged.get(asked)
-            if held is None:
-                merged[asked] = dataclasses.replace(asked, keep=tuple(sorted(asked.keep)), pages=(page,))
-            else:
-                merged[asked] = dataclasses.replace(
-                    held, keep=tuple(sorted(set(held.keep) | set(asked.keep))),
-                    pages=held.pages + ((page,) if page not in held.pages else ()))
-    passes = list(merged.values())
-    throughput = Throughput.load(bench_dir)
-    here = {p.model: models.weights_available(p.model, weights_dir) for p in passes if p.pretrained}
-    return Plan(set_name, passes, {p.id: estimate(p, throughput) for p in passes}, throughput, order, here)
+    passes = deduplicate(page_requests(set_name, overrides, weights_dir, order))
+    return make_plan(set_name, passes, bench_dir, weights_dir, order)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -805,12 +829,15 @@ def _kept(entry: Path) -> set[str]:
     return set(json.loads((entry / "meta.json").read_text()).get("kept", []))
 
 
-def _copy_in(source: Path, target: Path) -> None:
-    """Copy the folder ``source`` to ``target`` atomically: into a temporary sibling, then one rename.
-    The temporary name is the one :mod:`analysis.features` recognises and clears after a killed run."""
+def _copy_in(source: Path, target: Path, move: bool = False) -> None:
+    """Copy (``move``: move) the folder ``source`` to ``target`` atomically: into a temporary sibling, then one
+    rename. The temporary name is the one :mod:`analysis.features` recognises and clears after a killed run."""
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        shutil.copytree(source, tmp, copy_function=shutil.copy2)  # copy2: modification times travel along
+        if move:
+            shutil.move(source, tmp)  # a rename on the same disk; a copy (modification times kept) elsewhere
+        else:
+            shutil.copytree(source, tmp, copy_function=shutil.copy2)  # copy2: modification times travel along
         if target.exists():  # replaced: the old entry moves aside first, then goes
             old = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(target, old)
@@ -822,8 +849,9 @@ def _copy_in(source: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def merge_caches(sources: list[str | Path], into: str | Path) -> dict[str, int]:
-    """Merge feature-cache folders ``sources`` into ``into``.
+def merge_caches(sources: list[str | Path], into: str | Path, move: bool = False) -> dict[str, int]:
+    """Merge feature-cache folders ``sources`` into ``into`` (``move``: move what is taken instead of copying it,
+    for sources that are thrown away afterwards, e.g. downloaded artifacts: no second copy on the disk).
 
     * An entry (a folder with ``meta.json``) missing from ``into`` is copied in. Entries are content-addressed
       (the folder name is the hash of what produced them), so one present in both is the same pass: the copy
@@ -854,15 +882,15 @@ def merge_caches(sources: list[str | Path], into: str | Path) -> dict[str, int]:
             target = into / entry.name
             if entry.is_dir() and (entry / "meta.json").is_file():
                 if not (target / "meta.json").is_file():
-                    _copy_in(entry, target)
+                    _copy_in(entry, target, move)
                     counts["copied"] += 1
                 elif _kept(entry) > _kept(target):
-                    _copy_in(entry, target)
+                    _copy_in(entry, target, move)
                     counts["replaced"] += 1
                 else:
                     counts["kept"] += 1
             elif entry.is_dir() and not target.exists():
-                _copy_in(entry, target)
+                _copy_in(entry, target, move)
                 counts["folders"] += 1
             elif entry.is_file() and entry.name != "passes.jsonl" and not target.exists():
                 tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -890,10 +918,46 @@ def log_length(cache_dir: str | Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else 0
 
 
-def summary_numbers(plan: Plan) -> dict:
-    """The plan's totals as the appendix page glues them."""
-    totals = plan.totals()
-    return {"passes": totals["passes"], "hours": totals["seconds"] / 3600, "memory_gb": totals["memory_bytes"] / 1e9,
-            "disk_gb": totals["disk_bytes"] / 1e9, "shards": plan.suggested_shards(),
-            "fits_time": totals["fits"]["time"], "fits_memory": totals["fits"]["memory"],
-            "fits_disk": totals["fits"]["disk"], "source": plan.throughput.source}
+def limits_table(plans: dict[str, Plan]):
+    """One row per (set, quantity): the plan's total on one runner against :data:`RUNNER`'s limit, and the same
+    for the largest of its suggested shards (the workflow's matrix)."""
+    import pandas as pd
+
+    rows = []
+    for name, plan in plans.items():
+        count = plan.suggested_shards()
+        shards = [plan.totals(s) for s in plan.shards(count) if s] or [plan.totals([])]
+        one = plan.totals()
+        for quantity, key, limit, unit in (("time", "seconds", RUNNER.job_seconds * JOB_BUDGET, 3600),
+                                           ("memory", "memory_bytes", RUNNER.memory_bytes, 1e9),
+                                           ("disk", "disk_bytes", RUNNER.disk_bytes, 1e9)):
+            largest = max(t[key] for t in shards)
+            rows.append({"set": name, "quantity": quantity, "unit": "h" if unit == 3600 else "GB",
+                         "one_runner": one[key] / unit, "largest_shard": largest / unit, "shards": count,
+                         "limit": limit / unit, "one_runner_fits": one[key] <= limit,
+                         "shards_fit": largest <= limit})
+    return pd.DataFrame(rows)
+
+
+def plan_sentence(plans: dict[str, Plan]) -> str:
+    """The plans' totals against the runner, in words (Markdown), for the appendix."""
+    parts = []
+    for name, plan in plans.items():
+        totals, count = plan.totals(), plan.suggested_shards()
+        shards = [plan.totals(s) for s in plan.shards(count) if s]
+        misfits = [q for q in ("time", "memory", "disk") if not totals["fits"][q]]
+        shard_misfits = sum(not all(t["fits"].values()) for t in shards)
+        parts.append(
+            f"the `{name}` set needs {totals['passes']} passes: {_duration(totals['seconds'])} one after another, "
+            f"{totals['memory_bytes'] / 1e9:.1f} GB at its largest pass and {totals['disk_bytes'] / 1e9:.1f} GB of "
+            f"disk, which " + ("fits one runner" if not misfits else f"exceeds one runner's {' and '.join(misfits)}")
+            + (f"; split into {count} shards, " + ("every shard fits" if not shard_misfits else
+                                                  f"{shard_misfits} of {count} still do not fit")
+               if count > 1 else ""))
+    too_long = sorted({p.id for plan in plans.values() for p in plan.passes
+                       if plan.estimates[p.id].seconds > RUNNER.job_seconds * JOB_BUDGET})
+    tail = (f" A pass longer than a job on its own cannot be split by sharding: {', '.join(f'`{i}`' for i in too_long)}."
+            if too_long else "")
+    source = next(iter(plans.values())).throughput.source if plans else ""
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + f" (seconds: {source})." + tail

@@ -6,52 +6,100 @@ import pytest
 from analysis import images, probes
 
 
-def planted_position_tokens(n_per_position=30, positions=16, dim=24, seed=0, informative=True):
+def planted_classes(n_per_class=40, n_classes=5, dim=10, separation=4.0, seed=0):
+    """Tokens ``(n, dim)`` around one random mean per class, and their labels ``(n,)``."""
     rng = np.random.default_rng(seed)
-    codes = rng.normal(size=(positions, dim)) * 3
-    labels = np.repeat(np.arange(positions), n_per_position)
-    tokens = rng.normal(size=(labels.size, dim)) + (codes[labels] if informative else 0)
-    return tokens, labels
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    means = rng.normal(size=(n_classes, dim)) * separation
+    return means[labels] + rng.normal(size=(labels.size, dim)), labels
 
 
-def test_position_probe_recovers_planted_positions_and_not_noise():
-    train_tokens, train_positions = planted_position_tokens(seed=0)
-    informative = planted_position_tokens(seed=0, n_per_position=5)  # same codes, fresh noise below
-    rng = np.random.default_rng(1)
-    informative = (informative[0] + rng.normal(size=informative[0].shape) * 0.1, informative[1])
-    noise = planted_position_tokens(seed=2, n_per_position=5, informative=False)
-    scores = probes.position_probe(train_tokens, train_positions, {"normal": informative, "outlier": noise}, grid_width=4)
-    assert scores["normal"]["top1"] > 0.95 and scores["normal"]["distance"] < 0.1
-    assert scores["outlier"]["top1"] < 0.25 and scores["outlier"]["distance"] > 1.0
+def objective(logits, labels, classes, weight, n):
+    """Mean cross-entropy + ||W||² / (2n) (C = 1), computed here in float64, independent of both fits."""
+    logits = logits - logits.max(1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    return -log_p[np.arange(n), np.searchsorted(classes, labels)].mean() + (weight**2).sum() / (2 * n)
 
 
-def test_position_distance_is_in_grid_units():
-    train = (np.eye(4) * 10, np.arange(4))
-    # a token coding position 0 evaluated as if it sat at position 3 (1 row + 1 column away on a 2x2 grid)
-    scores = probes.position_probe(*train, {"shifted": (np.eye(4)[[0]] * 10, np.array([3]))}, grid_width=2)
-    assert scores["shifted"]["top1"] == 0.0 and scores["shifted"]["distance"] == pytest.approx(np.sqrt(2))
+def test_planted_classes_are_recovered_held_out_and_noise_is_at_chance():
+    features, labels = planted_classes(separation=8.0)
+    labels = np.array(["cat", "dog", "emu", "fox", "gnu"])[labels]  # class labels may be strings
+    noise = np.random.default_rng(1).normal(size=features.shape)
+    fit, held_out = probes.split_images(len(labels), seed=0)
+    correct = probes.global_information({"planted": features, "noise": noise}, labels, fit, held_out)
+    assert correct["planted"].shape == correct["noise"].shape == (len(held_out),)
+    assert correct["planted"].all()
+    assert correct["noise"].mean() < 0.4  # chance is 0.2; 100 held-out images: 0.4 is five standard errors
 
 
-def test_pixel_probe_reconstructs_linear_pixels():
+def test_position_probe_places_tokens_that_carry_their_position_and_not_noise():
+    n_images, grid, dim = 20, 4, 24
     rng = np.random.default_rng(0)
-    mixing = rng.normal(size=(16, 12))
+    code = np.eye(grid * grid, dim) * 6  # position i: a bump along axis i
+    tokens = code[None] + rng.normal(size=(n_images, grid * grid, dim))
+    pixels = rng.normal(size=(n_images, grid * grid, 12))
+    fit, held_out = probes.split_images(n_images, seed=0)
+    local = probes.local_information(tokens, pixels, fit, held_out, grid)
+    assert local["position_correct"].shape == local["pixel_error"].shape == (len(held_out), grid * grid)
+    assert local["position_correct"].all()
+    noise = probes.local_information(rng.normal(size=tokens.shape), pixels, fit, held_out, grid)
+    assert noise["position_correct"].mean() < 0.2  # chance is 1/16 over 160 held-out tokens
+
+
+def test_positions_absent_from_the_fit_sample_are_never_predicted():
+    n_images, n_patches = 4, 16
+    tokens = np.random.default_rng(0).normal(size=(n_images, n_patches, 8)) + np.eye(n_patches, 8)[None] * 5
+    pixels = np.zeros((n_images, n_patches, 3))
+    fit, held_out = np.array([0, 1]), np.array([2, 3])
+    local = probes.local_information(tokens, pixels, fit, held_out, 4, max_fit_tokens=10)  # ≤ 10 of 16 positions
+    assert local["position_correct"].shape == (2, n_patches) and 0 < local["position_correct"].sum() <= 2 * 10
+    probe = probes.fit_softmax(np.eye(3), np.array([7, 3, 11]))  # arbitrary integer labels
+    assert probe.classes.tolist() == [3, 7, 11] and probe.predict(np.eye(3) * 5).tolist() == [7, 3, 11]
+    with pytest.raises(ValueError, match="two classes"):
+        probes.fit_softmax(np.eye(3), np.array([1, 1, 1]))
+
+
+@pytest.mark.parametrize("n_classes", [2, 8])
+def test_softmax_fit_agrees_with_scikit_learn_logistic_regression(n_classes):
+    """Same standardisation, same penalty (C = 1): the same optimum, run to convergence on both sides."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = planted_classes(n_per_class=600 // n_classes, n_classes=n_classes, dim=20, separation=0.6)
+    features = features * np.linspace(0.1, 10, 20) + 3  # uneven scales and offsets: standardisation matters
+    scaler = StandardScaler().fit(features)
+    reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(scaler.transform(features), labels)
+    probe = probes.fit_softmax(features, labels)
+    reference_logits = reference.decision_function(scaler.transform(features)).reshape(len(labels), -1)
+    if n_classes == 2:  # one logistic output: the logit of class 1 against 0
+        reference_logits = np.concatenate([np.zeros_like(reference_logits), reference_logits], 1)
+    expected = objective(reference_logits, labels, reference.classes_, reference.coef_, len(labels))
+    fitted = objective(probe.logits(features), labels, probe.classes, probe.weight, len(labels))
+    assert fitted == pytest.approx(expected, rel=1e-4)
+    assert (probe.predict(features) == reference.predict(scaler.transform(features))).mean() >= 0.99
+    assert 0.5 < (probe.predict(features) == labels).mean() < 1.0  # overlapping classes: a finite optimum
+    assert np.array_equal(probe.weight, probes.fit_softmax(features, labels).weight)  # deterministic
+
+
+def test_pixel_probe_is_scikit_learn_ridge_and_reconstructs_linear_pixels():
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
     pixels = rng.normal(size=(400, 12))
-    tokens = pixels @ mixing.T
-    errors = probes.pixel_probe(tokens[:300], pixels[:300], {"normal": (tokens[300:], pixels[300:]),
-                                "scrambled": (rng.normal(size=(100, 16)) * tokens.std(), pixels[300:])}, alpha=1e-3)
-    assert errors["normal"] < 0.05 < 1.0 < errors["scrambled"]
-
-
-def test_class_probe_on_separable_and_on_random_features():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(5), 40)
-    means = rng.normal(size=(5, 10)) * 4
-    features = means[labels] + rng.normal(size=(200, 10))
-    order = rng.permutation(200)
-    train, test = order[:100], order[100:]
-    assert probes.class_probe(features[train], labels[train], features[test], labels[test]) > 0.9
-    noise = rng.normal(size=(200, 10))
-    assert probes.class_probe(noise[train], labels[train], noise[test], labels[test]) < 0.45
+    tokens = pixels @ rng.normal(size=(16, 12)).T * np.linspace(0.5, 5, 16) + 1
+    mean, scale, weight, bias = probes.fit_ridge(tokens[:300], pixels[:300])
+    reconstructed = (tokens[300:] - mean) / scale @ weight + bias
+    reference = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(tokens[:300], pixels[:300])
+    np.testing.assert_allclose(reconstructed, reference.predict(tokens[300:]), rtol=1e-8, atol=1e-10)
+    # through local_information: 10 images of 40 patches, pixels a linear function of the tokens
+    grid_tokens, grid_pixels = tokens.reshape(10, 40, 16), pixels.reshape(10, 40, 12)
+    fit, held_out = probes.split_images(10, seed=0)
+    error = probes.local_information(grid_tokens, grid_pixels, fit, held_out, 8)["pixel_error"]
+    scrambled = probes.local_information(rng.normal(size=grid_tokens.shape), grid_pixels, fit, held_out, 8)
+    typical = np.linalg.norm(grid_pixels, axis=-1).mean()  # the error of predicting 0
+    assert error.mean() < 0.1 * typical and scrambled["pixel_error"].mean() > 0.9 * typical
 
 
 def test_patch_pixels_order_matches_the_token_grid():
@@ -82,3 +130,11 @@ def test_folder_labels_come_from_sub_folders(tmp_path):
     Image.new("RGB", (32, 32)).save(flat / "x.png")
     with pytest.raises(images.ImageError, match="no class sub-folders"):
         images.list_labelled_images(flat)
+
+
+def test_the_probe_benchmark_row_has_a_target_and_compares_like_with_like():
+    from analysis import bench
+
+    row = bench.probe_fit_ratio(n_tokens=64, dim=8, n_classes=8, repeats=1)  # bookkeeping only, never timed
+    assert row["metric"] in bench.TARGETS and row["value"] > 0 and row["unit"] == "x"
+    assert "8-class position probe, 64 tokens x 8 channels" in row["detail"]
