@@ -952,7 +952,8 @@ def plan_sentence(plans: dict[str, Plan]) -> str:
             f"{totals['memory_bytes'] / 1e9:.1f} GB at its largest pass and {totals['disk_bytes'] / 1e9:.1f} GB of "
             f"disk, which " + ("fits one runner" if not misfits else f"exceeds one runner's {' and '.join(misfits)}")
             + (f"; split into {count} shards, " + ("every shard fits" if not shard_misfits else
-                                                  f"{shard_misfits} of {count} still do not fit")
+                                                  f"{shard_misfits} of {count} still "
+                                                  f"{'does' if shard_misfits == 1 else 'do'} not fit")
                if count > 1 else ""))
     too_long = sorted({p.id for plan in plans.values() for p in plan.passes
                        if plan.estimates[p.id].seconds > RUNNER.job_seconds * JOB_BUDGET})

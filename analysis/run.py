@@ -306,13 +306,16 @@ def stage_sources(build_dir: Path) -> Path:
 
 
 def build_html(build_dir: Path) -> Path:
-    """Jupyter Book build of the staged tree with warnings as errors; returns ``_build/html``."""
+    """Jupyter Book build of the staged tree with warnings as errors; returns the site's folder: ``html`` in the
+    build folder (Jupyter Book writes ``<path-output>/_build/html``, so a build folder of another name than
+    ``_build`` gets its site in ``<build folder>/_build/html``)."""
     build_dir = Path(build_dir).resolve()
+    output = build_dir.parent if build_dir.name == "_build" else build_dir
     command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(build_dir / "src"),
-               "--path-output", str(build_dir.parent), "--warningiserror", "--keep-going", "--quiet"]
+               "--path-output", str(output), "--warningiserror", "--keep-going", "--quiet"]
     print("[book] " + " ".join(command), flush=True)
     subprocess.run(command, check=True)
-    return build_dir / "html"
+    return output / "_build" / "html"
 
 
 def build_book(
