@@ -17,17 +17,18 @@ import traceback
 from pathlib import Path
 
 from . import params as parameter_sets
-from .features import PrecisionError
+from .features import DiskFullError, PrecisionError
 from .images import ImageError
 from .models import ModelError, UnsafeWeightsError, WeightsMismatchError, WeightsNotFoundError
 from .plan import PlanError
 from .run import PAGES, ROOT, ParameterError, build_book, parse_value, run_page
 
-#: Errors that are the user's input, shown as one line instead of a traceback (``--debug`` shows it anyway).
-#: ``CalledProcessError`` is Jupyter Book's build failing: its own output above says why, the traceback only
-#: points at ``subprocess.run``.
+#: Errors that are the user's input (or the machine's: a full disk), shown as one line instead of a traceback
+#: (``--debug`` shows it anyway). ``CalledProcessError`` is Jupyter Book's build failing: its own output above
+#: says why, the traceback only points at ``subprocess.run``.
 USER_ERRORS = (ImageError, ModelError, WeightsNotFoundError, WeightsMismatchError, UnsafeWeightsError,
-               ParameterError, PrecisionError, PlanError, FileNotFoundError, subprocess.CalledProcessError)
+               ParameterError, PrecisionError, PlanError, DiskFullError, FileNotFoundError,
+               subprocess.CalledProcessError)
 #: The RuntimeError that :func:`analysis.run.run_page` raises for a page whose notebook failed (it names the
 #: cell and keeps the executed notebook); any other RuntimeError is a bug.
 PAGE_FAILURE = re.compile(r"^page '[^']+' failed in cell ")

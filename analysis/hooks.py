@@ -396,23 +396,3 @@ def capture_tokens(
     capture.predicted_class = (model.forward_head(features).argmax(-1) if has_classifier(model)
                                else torch.full((len(images),), -1, device=images.device))
     return capture
-
-
-def capture_batches(model: VisionTransformer, images: torch.Tensor, batch_size: int = 8, **options) -> Capture:
-    """:func:`capture_tokens` over ``images`` ``(B, 3, H, W)`` in batches, joined along the image axis.
-
-    Only what each batch keeps is joined (norms, last-block CLS attention, and output or keys when
-    asked for), so memory grows with the images but not with the batch's activations.
-    """
-    device = next(model.parameters()).device
-    parts = [capture_tokens(model, images[start : start + batch_size].to(device), **options)
-             for start in range(0, len(images), batch_size)]
-    first = parts[0]
-    joined = Capture(first.num_prefix_tokens, first.grid)
-    joined.patch_embed = torch.cat([p.patch_embed.cpu() for p in parts])
-    joined.block_norms = torch.cat([p.block_norms.cpu() for p in parts])
-    joined.cls_attention = {i: torch.cat([p.cls_attention[i].cpu() for p in parts]) for i in first.cls_attention}
-    for name in ("output", "keys", "predicted_class"):
-        if getattr(first, name) is not None:
-            setattr(joined, name, torch.cat([getattr(p, name).cpu() for p in parts]))
-    return joined

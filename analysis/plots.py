@@ -320,9 +320,9 @@ def discovery_examples(pictures: list, truth: list[list[tuple]], predicted: dict
     return fig
 
 
-#: Text scale of a slide's panels: each panel shows at half the column's width, so its text is drawn twice as
-#: large to read at the size of the body text.
-SLIDE_TEXT_SCALE = 2.0
+#: Text scale of a slide's panels: each panel shows at half the slide's width (the slide spans the page, about 1.5
+#: text columns), so its text is drawn this much larger to read at about the size of the body text.
+SLIDE_TEXT_SCALE = 1.4
 
 
 def slide_text():

@@ -1,4 +1,5 @@
-"""The hooked pass against timm's own forward_intermediates, planted tokens, and hook hygiene."""
+"""The hooked pass against timm's own forward_intermediates, planted tokens, and hook hygiene; the CLS
+attention row against the unfused probabilities on every reused-projection layout; non-finite passes refused."""
 
 import pytest
 import torch
