@@ -477,12 +477,36 @@ class RunOptions:
         return dataclasses.replace(self, **changes)
 
 
+def pass_request(spec: str, ordered: list[images.ImageRecord], run: RunOptions, square: bool = False,
+                 plant: "twins.Plant | None" = None, register: Sequence[intervention.RegisterNeuron] = ()) -> dict:
+    """What a pass was asked for, without the weights' hash: stored in every entry's ``meta["request"]``, so a
+    machine without the weights (the book job of a sharded build) can find the entry another machine computed."""
+    return {"spec": spec, "images": f"{images.image_set_key(ordered)}:{run.n_images}", "resolution": run.resolution,
+            "square": square, "precision": run.precision, "metric_version": metrics.METRIC_VERSION,
+            "plant": plant.key() if plant is not None else None,
+            "register": [[neuron.block, neuron.neuron] for neuron in register]}
+
+
+def recorded_entry(spec: str, request: dict, keep: tuple[str, ...], cache_dir: str | Path | None = None
+                   ) -> Features | None:
+    """The cache entry computed for ``request`` on another machine, read without the weights (whose provenance it
+    records), or None when there is none, or more than one (then only the weights can tell them apart)."""
+    cache = Path(cache_dir or default_cache_dir())
+    found = []
+    for path in cache.glob(f"{models.ModelSpec.parse(spec).name}-*/meta.json"):
+        meta = json.loads(path.read_text())
+        if meta.get("request") == request and set(keep) <= set(meta.get("kept", [])):
+            found.append(path.parent)
+    return _read_entry(found[0]) if len(found) == 1 else None
+
+
 @dataclass(frozen=True)
 class _Entry:
     """Where a pass's cache entry lives, and what identifies it."""
 
     folder: Path
     image_key: str
+    request: dict
     keep: tuple[str, ...]  # sorted; what the entry will hold (what was asked for, plus what it held before)
     cached: bool  # the entry exists and holds everything asked for: no pass needed
 
@@ -518,13 +542,14 @@ def _locate_entry(spec: str, provenance: models.Provenance, ordered: list[images
     folder = cache / f"{provenance.model}-{'random-' if provenance.is_random else ''}{twin}{key}"
     held = (set(json.loads((folder / "meta.json").read_text()).get("kept", []))
             if (folder / "meta.json").is_file() else None)
-    return _Entry(folder, image_key, tuple(sorted(set(keep) | (held or set()))),
+    request = pass_request(spec, ordered, run, square, plant, register)
+    return _Entry(folder, image_key, request, tuple(sorted(set(keep) | (held or set()))),
                   cached=held is not None and set(keep) <= held)
 
 
 def _pass_meta(spec: str, provenance: models.Provenance, model: torch.nn.Module, capture: hooks.Capture,
                sample: images.ImageSample, predicted: list[int], run: RunOptions, target: torch.device,
-               deviation: float | None, square: bool, keep: tuple[str, ...]) -> dict:
+               deviation: float | None, square: bool, keep: tuple[str, ...], request: dict) -> dict:
     """``meta.json`` of an entry: what produced it, on which images, and what it holds."""
     return {
         "spec": spec,
@@ -548,6 +573,7 @@ def _pass_meta(spec: str, provenance: models.Provenance, model: torch.nn.Module,
         "norm_deviation": deviation,
         "square": square,
         "kept": sorted(keep),
+        "request": request,
     }
 
 
@@ -583,7 +609,7 @@ def _run_pass(spec: str, sample: images.ImageSample, entry: _Entry, run: RunOpti
             if ledger is not None:
                 planted.update(ledger.last_pass([r.image_id for r in chunk]))
         meta = _pass_meta(spec, provenance, model, capture, sample, predicted, run, target, deviation, square,
-                          entry.keep)
+                          entry.keep, entry.request)
         if plant is not None:
             meta["plant"], meta["planted"] = plant.as_dict(), planted
         if register:
@@ -613,6 +639,11 @@ def extract(spec: str, run: RunOptions = RunOptions(), *, keep: tuple[str, ...] 
     source = run.image_source
     candidates = source if isinstance(source, list) else images.list_images(source)
     ordered = images.sample_order(candidates, run.n_images, run.seed)  # the sample first, then its replacements
+    if weights_file is None and not models.weights_available(spec, run.weights_dir):
+        # no weights here: an entry computed elsewhere (a shard of the plan) is read with its recorded provenance
+        recorded = recorded_entry(spec, pass_request(spec, ordered, run, square, plant, register), keep, run.cache_dir)
+        if recorded is not None:
+            return recorded
     provenance = models.resolve_weights(spec, weights_file=weights_file, weights_dir=run.weights_dir,
                                         seed=run.seed, allow_hub=run.allow_hub)
     entry = _locate_entry(spec, provenance, ordered, run, keep, square, plant, register)

@@ -606,15 +606,18 @@ def training_table(passes: list[Features], checkpoints: list[str], fractions: li
 # The census: every ViT with weights on this machine, measured alike
 
 def census_models(asked: list[str], weights_dir: str | None = None) -> tuple[list[str], list[str]]:
-    """``(models to run, models skipped for want of weights)``: ``asked``, where ``"available"`` stands for
-    every model of :data:`analysis.models.CENSUS`."""
+    """``(models to run, models skipped for want of weights)``: the models ``asked`` for by name, always (without
+    weights, a pass computed elsewhere is read from the cache, or the page stops naming the missing file), and for
+    ``"available"`` every model of :data:`analysis.models.CENSUS` whose weights are on this machine."""
     from . import models
 
     wanted = [spec for spec in asked if spec != "available"]
+    missing = []
     if "available" in asked:
-        wanted += [spec for spec in models.CENSUS if spec not in wanted]
-    missing = [spec for spec in wanted if not models.weights_available(spec, weights_dir)]
-    return [spec for spec in wanted if spec not in missing], missing
+        extra = [spec for spec in models.CENSUS if spec not in wanted]
+        missing = [spec for spec in extra if not models.weights_available(spec, weights_dir)]
+        wanted += [spec for spec in extra if spec not in missing]
+    return wanted, missing
 
 
 def census_table(passes: dict[str, Features], threshold: float, adaptive: bool = True, seed: int = 0) -> pd.DataFrame:

@@ -193,3 +193,21 @@ def test_a_checkpoint_names_one_spec_whatever_form_the_model_takes(model, monkey
     assert calls[0] == (f"random:{TINY}", {})
     assert calls[1] == (model, {})
     assert calls[2] == (model, {"weights_file": "/weights/step_2000.safetensors"})
+
+
+def test_without_the_weights_an_entry_computed_elsewhere_is_read_with_its_recorded_provenance(weights_dir, tmp_path,
+                                                                                                monkeypatch):
+    run = features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path, progress=False)
+    computed = features.extract(TINY, run)  # the shard that had the weights
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model ran despite a recorded entry"))
+    monkeypatch.setattr(models, "resolve_weights", lambda *a, **k: pytest.fail("weights looked up"))
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    monkeypatch.setattr(models, "_in_hf_cache", lambda name: False)
+    monkeypatch.delenv(models.WEIGHTS_DIR_ENV, raising=False)
+    assert not models.weights_available(TINY, empty)
+    read = features.extract(TINY, run.replace(weights_dir=empty))  # the book job, without them
+    assert read.provenance == computed.provenance and read.meta["request"]["spec"] == TINY
+    pd.testing.assert_frame_equal(read.patches, computed.patches)
+    with pytest.raises(pytest.fail.Exception):  # another image sample was never computed: the weights are needed
+        features.extract(TINY, run.replace(weights_dir=empty, n_images=3))
