@@ -334,7 +334,8 @@ def compare_moved(released: LostResult, high: np.ndarray, moved, sample: Annotat
         return MovedComparison(findings.paired_gap(same, same, seed), False, False, [])
     held = released.subset(moved.held_out)
     after = evaluate(moved.moved, sample.subset(moved.held_out), k)
-    moved_any = bool((findings.patch_grid(moved.moved, "norm") > cutoff).sum() < high[moved.held_out].sum())
+    moved_any = bool(moved.neurons) and bool(  # no unit found: nothing moved, whatever a re-run's rounding says
+        (findings.patch_grid(moved.moved, "norm") > cutoff).sum() < high[moved.held_out].sum())
     return MovedComparison(findings.paired_gap(after.hits, held.hits, seed), moved_any,
                            after.at_floor and held.at_floor,
                            [after.row("test-time register (held-out half)"), held.row("as released (held-out half)")])

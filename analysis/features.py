@@ -478,10 +478,12 @@ class RunOptions:
 
 
 def pass_request(spec: str, ordered: list[images.ImageRecord], run: RunOptions, square: bool = False,
-                 plant: "twins.Plant | None" = None, register: Sequence[intervention.RegisterNeuron] = ()) -> dict:
+                 plant: "twins.Plant | None" = None, register: Sequence[intervention.RegisterNeuron] = (),
+                 weights_file: str | Path | None = None) -> dict:
     """What a pass was asked for, without the weights' hash: stored in every entry's ``meta["request"]``, so a
     machine without the weights (the book job of a sharded build) can find the entry another machine computed."""
-    return {"spec": spec, "images": f"{images.image_set_key(ordered)}:{run.n_images}", "resolution": run.resolution,
+    return {"spec": spec, "weights_file": Path(weights_file).name if weights_file else None,
+            "images": f"{images.image_set_key(ordered)}:{run.n_images}", "resolution": run.resolution,
             "square": square, "precision": run.precision, "metric_version": metrics.METRIC_VERSION,
             "plant": plant.key() if plant is not None else None,
             "register": [[neuron.block, neuron.neuron] for neuron in register]}
@@ -527,7 +529,7 @@ def register_key(base_key: str, register: Sequence[intervention.RegisterNeuron])
 
 def _locate_entry(spec: str, provenance: models.Provenance, ordered: list[images.ImageRecord], run: RunOptions,
                   keep: tuple[str, ...], square: bool, plant: "twins.Plant | None",
-                  register: Sequence[intervention.RegisterNeuron]) -> _Entry:
+                  register: Sequence[intervention.RegisterNeuron], weights_file: str | Path | None = None) -> _Entry:
     """The cache folder of this pass; ``keep`` grows to what an existing entry already holds."""
     architecture = models.build_architecture(provenance.model, run.resolution, device="meta")
     images.check_resolution(run.resolution, models.patch_size(architecture))
@@ -542,7 +544,7 @@ def _locate_entry(spec: str, provenance: models.Provenance, ordered: list[images
     folder = cache / f"{provenance.model}-{'random-' if provenance.is_random else ''}{twin}{key}"
     held = (set(json.loads((folder / "meta.json").read_text()).get("kept", []))
             if (folder / "meta.json").is_file() else None)
-    request = pass_request(spec, ordered, run, square, plant, register)
+    request = pass_request(spec, ordered, run, square, plant, register, weights_file)
     return _Entry(folder, image_key, request, tuple(sorted(set(keep) | (held or set()))),
                   cached=held is not None and set(keep) <= held)
 
@@ -639,14 +641,17 @@ def extract(spec: str, run: RunOptions = RunOptions(), *, keep: tuple[str, ...] 
     source = run.image_source
     candidates = source if isinstance(source, list) else images.list_images(source)
     ordered = images.sample_order(candidates, run.n_images, run.seed)  # the sample first, then its replacements
-    if weights_file is None and not models.weights_available(spec, run.weights_dir):
+    weights_here = (Path(weights_file).is_file() if weights_file is not None
+                    else models.weights_available(spec, run.weights_dir))
+    if not weights_here:
         # no weights here: an entry computed elsewhere (a shard of the plan) is read with its recorded provenance
-        recorded = recorded_entry(spec, pass_request(spec, ordered, run, square, plant, register), keep, run.cache_dir)
+        request = pass_request(spec, ordered, run, square, plant, register, weights_file)
+        recorded = recorded_entry(spec, request, keep, run.cache_dir)
         if recorded is not None:
             return recorded
     provenance = models.resolve_weights(spec, weights_file=weights_file, weights_dir=run.weights_dir,
                                         seed=run.seed, allow_hub=run.allow_hub)
-    entry = _locate_entry(spec, provenance, ordered, run, keep, square, plant, register)
+    entry = _locate_entry(spec, provenance, ordered, run, keep, square, plant, register, weights_file)
     if entry.cached:
         return _read_entry(entry.folder)
     sample = images.readable_sample(candidates, run.n_images, run.seed)  # unreadable files skipped and listed

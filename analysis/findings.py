@@ -136,8 +136,16 @@ def patch_grids(passes: dict[str, Features], column: str) -> dict[str, np.ndarra
 
 
 def interval_of(row, name: str) -> Interval:
-    """The interval a table stores as ``name``, ``name_low``, ``name_high`` and ``images`` (a row of it)."""
-    return Interval(getattr(row, name), getattr(row, f"{name}_low"), getattr(row, f"{name}_high"), int(row.images))
+    """The interval a table stores as ``name``, ``name_low``, ``name_high``, ``images`` and, where the table keeps
+    them, ``name_method`` and ``name_undefined`` (a row of it)."""
+    return Interval(getattr(row, name), getattr(row, f"{name}_low"), getattr(row, f"{name}_high"), int(row.images),
+                    getattr(row, f"{name}_method", "bootstrap over images"), getattr(row, f"{name}_undefined", 0.0))
+
+
+def interval_columns(name: str, interval: Interval) -> dict:
+    """The columns :func:`interval_of` reads back: ``name``, its ends, method and undefined share."""
+    return {name: interval.estimate, f"{name}_low": interval.low, f"{name}_high": interval.high,
+            f"{name}_method": interval.method, f"{name}_undefined": interval.undefined_share}
 
 
 def outlier_judgement(row) -> claims.Judgement:
@@ -246,9 +254,7 @@ def attention_table(summary: pd.DataFrame, passes: dict[str, Features], seed: in
         rows.append({"model": row.model, "random_weights": row.random_weights, "weights": row.weights,
                      "images": row.images, "outlier_share": row.outlier_share, "has_outliers": row.has_outliers,
                      "has_cls_token": bool(feats.meta.get("has_cls_token", True)),
-                     "enrichment": enrichment.estimate, "enrichment_low": enrichment.low,
-                     "enrichment_high": enrichment.high, "position_matched": matched.estimate,
-                     "position_matched_low": matched.low, "position_matched_high": matched.high,
+                     **interval_columns("enrichment", enrichment), **interval_columns("position_matched", matched),
                      "pinned": position_stability(high)["pinned"]})
     return pd.DataFrame(rows)
 

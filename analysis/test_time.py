@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import features, images, intervention, models
+from . import features, images, intervention, metrics, models
 from .features import Features, RunOptions
 
 
@@ -63,7 +63,8 @@ def _units_file(feats: Features, run: RunOptions, chosen_on: np.ndarray, high: n
     identity = {"pass": [feats.meta["spec"], feats.provenance.sha256 or feats.provenance.location,
                          feats.provenance.seed, [image["image_id"] for image in feats.meta["images"]],
                          feats.meta["resolution"], feats.meta.get("square", False), feats.meta.get("precision")],
-                "chosen_on": chosen_on.tolist(), "high": np.packbits(high[chosen_on]).tobytes().hex(), "top_k": top_k}
+                "chosen_on": chosen_on.tolist(), "high": np.packbits(high[chosen_on]).tobytes().hex(), "top_k": top_k,
+                "version": metrics.METRIC_VERSION}  # a change to how units are chosen must bump it
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(run.cache_dir or features.default_cache_dir())
     return cache / f"{feats.provenance.model}-units-{key}.json"
@@ -78,8 +79,9 @@ def choose_units(feats: Features, high: np.ndarray, chosen_on: np.ndarray, run: 
         return [intervention.RegisterNeuron(**unit) for unit in json.loads(path.read_text())]
     records = images.records_of(feats.meta["images"])
     target = features.resolve_device(run.device)
+    seed = feats.provenance.seed if feats.provenance.seed is not None else run.seed  # the cached pass's network
     model, _ = models.load_model(feats.meta["spec"], img_size=int(feats.meta["resolution"]), weights_dir=run.weights_dir,
-                                 seed=run.seed, allow_hub=run.allow_hub)
+                                 seed=seed, allow_hub=run.allow_hub)
     model = model.to(target)
     pixels = images.pixel_batch([records[i] for i in chosen_on], model, int(feats.meta["resolution"]),
                                 square=bool(feats.meta.get("square", False)))

@@ -211,3 +211,23 @@ def test_without_the_weights_an_entry_computed_elsewhere_is_read_with_its_record
     pd.testing.assert_frame_equal(read.patches, computed.patches)
     with pytest.raises(pytest.fail.Exception):  # another image sample was never computed: the weights are needed
         features.extract(TINY, run.replace(weights_dir=empty, n_images=3))
+
+
+def test_a_checkpoint_entry_is_never_read_back_as_the_released_weights(weights_dir, tmp_path, monkeypatch):
+    import shutil
+
+    checkpoint = tmp_path / "step_500.safetensors"
+    shutil.copy(weights_dir / f"{TINY}.safetensors", checkpoint)
+    run = features.RunOptions("builtin", 2, 224, weights_dir=weights_dir, cache_dir=tmp_path / "cache", progress=False)
+    computed = features.extract(TINY, run, weights_file=checkpoint)  # the shard that had the checkpoint
+    checkpoint.unlink()
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    monkeypatch.setattr(models, "_in_hf_cache", lambda name: False)
+    monkeypatch.delenv(models.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model ran despite a recorded entry"))
+    elsewhere = run.replace(weights_dir=empty)
+    assert features.extract(TINY, elsewhere, weights_file=checkpoint).meta["request"]["weights_file"] == checkpoint.name
+    assert computed.meta["request"]["weights_file"] == checkpoint.name
+    with pytest.raises(models.WeightsNotFoundError):  # the released weights were never computed: not the checkpoint
+        features.extract(TINY, elsewhere)
