@@ -320,9 +320,9 @@ def discovery_examples(pictures: list, truth: list[list[tuple]], predicted: dict
     return fig
 
 
-#: Text scale of a slide's panels: each panel shows at half the slide's width (the slide spans the page, about 1.5
-#: text columns), so its text is drawn this much larger to read at about the size of the body text.
-SLIDE_TEXT_SCALE = 1.4
+#: Text scale of a slide's panels: each panel shows at half the text column's width, so its text is drawn larger;
+#: 1.5, not 2, so that labels still fit the panels' axes.
+SLIDE_TEXT_SCALE = 1.5
 
 
 def slide_text():
