@@ -132,9 +132,26 @@ def test_folder_labels_come_from_sub_folders(tmp_path):
         images.list_labelled_images(flat)
 
 
-def test_the_probe_benchmark_row_has_a_target_and_compares_like_with_like():
+def test_the_probe_benchmark_reads_both_fits_objectives_on_one_scale():
     from analysis import bench
 
-    row = bench.probe_fit_ratio(n_tokens=64, dim=8, n_classes=8, repeats=1)  # bookkeeping only, never timed
+    tokens, labels = planted_classes(n_per_class=8, n_classes=8, dim=8, separation=1.0)
+    mean, scale = tokens.mean(0), tokens.std(0)
+    # zero weights: every class has probability 1/8, so the objective is log 8 exactly
+    assert bench._softmax_objective(tokens, labels, mean, scale, np.zeros((8, 8)), np.zeros(8)) == pytest.approx(np.log(8))
+    # a weight of 1 on the true class's channel for one-hot tokens: cross-entropy log(e + 7) - 1, penalty 8 / (2 * 8)
+    one_hot = np.eye(8)
+    assert bench._softmax_objective(one_hot, np.arange(8), 0.0, 1.0, np.eye(8), np.zeros(8)) == pytest.approx(
+        np.log(np.e + 7) - 1 + 0.5)
+    row = bench.probe_fit_ratio(tokens, labels, "planted", repeats=1)  # bookkeeping only, never timed
     assert row["metric"] in bench.TARGETS and row["value"] > 0 and row["unit"] == "x"
-    assert "8-class position probe, 64 tokens x 8 channels" in row["detail"]
+    assert "8-class position probe (planted), 64 tokens x 8 channels" in row["detail"]
+    assert row["objective_over_sklearn"] <= 1 + 1e-4  # the torch fit ends at least as close to the optimum
+
+
+def test_the_probe_benchmark_fits_the_pages_position_probe_at_448_px_on_real_tokens(weights_dir):
+    from analysis import bench
+
+    tokens, labels, problem = bench.position_probe_problem(str(weights_dir), n_images=4)
+    assert tokens.shape == (2 * 28 * 28, 192) and problem == "vit_tiny_patch16_224.augreg_in21k_ft_in1k at 448px"
+    assert np.array_equal(labels, np.tile(np.arange(784), 2))
