@@ -1,6 +1,7 @@
 """Benchmark: ratios measured in one run on one machine (never timed tests).
 
-``python -m analysis bench [--quick] [--dry-run] [--device D] [--precision P]`` measures
+``python -m analysis bench [--quick] [--dry-run] [--device D] [--precision P]`` measures (``--device-checks
+--device cuda``: only the capture and probe ratios, whose targets assume a GPU, in a few minutes)
 
 1. hooked capture (every block's norms + last-block attention + patch embedding) vs a bare
    ``forward_features`` of the same model and batch — target ≤ 1.10×;
@@ -62,7 +63,7 @@ def _synchronised(device: torch.device):
 
 
 def capture_overhead(spec: str = models.OFFLINE_MODEL, batch: int = 8, resolution: int = 224, repeats: int = 9,
-                     device: str = "cpu", precision: str = "float32") -> dict:
+                     device: str = "cpu", precision: str = "float32", weights_dir: str | None = None) -> dict:
     """Time of the hooked capture (every block's norms, last-block CLS attention, patch embedding) over a bare
     ``forward_features`` of the same model, batch, device and precision (bfloat16: both under autocast).
 
@@ -73,7 +74,7 @@ def capture_overhead(spec: str = models.OFFLINE_MODEL, batch: int = 8, resolutio
 
     target = resolve_device(device)
     sync = _synchronised(target)
-    model, _ = models.load_model(spec, img_size=resolution)
+    model, _ = models.load_model(spec, img_size=resolution, weights_dir=weights_dir)
     model = model.to(target)
     images = torch.randn(batch, 3, resolution, resolution, device=target)
     mixed = autocast(target, precision)
@@ -386,6 +387,24 @@ def probe_fit_ratio(tokens: np.ndarray, labels: np.ndarray, problem: str = "", r
                       f"predictions agree on {agree:.1%} of the fit tokens (median of {repeats})"}
 
 
+def device_checks(device: str, weights_dir: str | None, out: Path) -> int:
+    """The ratios whose targets assume an accelerator — the hooked capture in float32 and bfloat16, the position
+    probe's fit — on ``device``, written to ``out/device_ratios.parquet`` with the device's name and printed."""
+    from .features import resolve_device
+
+    target = resolve_device(device)
+    ratios = [capture_overhead(device=device, weights_dir=weights_dir),
+              capture_overhead(device=device, precision="bfloat16", weights_dir=weights_dir),
+              probe_fit_ratio(*position_probe_problem(weights_dir), device=device)]
+    frame = pd.DataFrame(ratios)
+    frame["target"] = frame.metric.map(TARGETS)
+    frame["passed"] = frame.value <= frame.target
+    frame["device"] = torch.cuda.get_device_name(target) if target.type == "cuda" else target.type
+    write_parquet(frame, out / "device_ratios.parquet")
+    print(frame.to_string(index=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis bench")
     parser.add_argument("--quick", action="store_true", help="small models only, fewer images (CI)")
@@ -395,13 +414,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", default=None)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (autocast) for the throughput")
+    parser.add_argument("--device-checks", action="store_true",
+                        help="only the ratios a GPU decides (capture in float32 and bfloat16, the probe fit) on "
+                             "--device, into device_ratios.parquet: minutes, for a lent GPU machine")
     args = parser.parse_args(argv)
     import os
 
     weights_dir = args.weights_dir or os.environ.get(models.WEIGHTS_DIR_ENV)
     out = Path(args.out)
+    if args.device_checks:
+        return device_checks(args.device, weights_dir, out)
     rebuild, passes = rebuild_ratio(weights_dir)
-    ratios = [capture_overhead(device=args.device), capture_overhead(device=args.device, precision="bfloat16"),
+    ratios = [capture_overhead(device=args.device, weights_dir=weights_dir),
+              capture_overhead(device=args.device, precision="bfloat16", weights_dir=weights_dir),
               rss_ratio(2 if args.quick else 4, weights_dir), rebuild]
     ratios.append(probe_fit_ratio(*position_probe_problem(weights_dir), repeats=1 if args.quick else 3,
                                   device=args.device))

@@ -8,6 +8,7 @@ seeded subset of readable ones (:func:`sample_order` is the order it draws them 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -87,6 +88,9 @@ class ImageRecord:
     origin: str  # "builtin:<name>", "digits:<index>" or a file path
     notes: list[str] = field(default_factory=list)
     label: str | None = None
+    #: The sha256 of a file's bytes (16 hex digits) as a pass recorded it (``meta["images"]``), so a record read
+    #: back from a cache made elsewhere keeps its identity where its origin path does not exist; None: read it.
+    digest: str | None = None
 
     def load(self) -> Image.Image:
         """The image as 8-bit RGB; conversions are recorded in ``notes``."""
@@ -117,12 +121,34 @@ class ImageRecord:
             return f"{path}: too large ({width}x{height} px)"
         return None
 
-    def fingerprint(self) -> str:
-        """Content-free identity for cache keys: builtin name or file path + size + mtime."""
+    def content_digest(self) -> str | None:
+        """The sha256 of a file's bytes (16 hex digits: :attr:`digest` when recorded, else read from the file);
+        None for builtin photos and digits, whose names are their identity."""
         if self.origin.startswith(("builtin:", "digits:")):
-            return self.origin
-        stat = Path(self.origin).stat()
-        return f"{self.origin}:{stat.st_size}:{stat.st_mtime_ns}"
+            return None
+        if self.digest is None:
+            stat = Path(self.origin).stat()
+            return _file_digest(self.origin, stat.st_size, stat.st_mtime_ns)
+        return self.digest
+
+    def fingerprint(self) -> str:
+        """Identity for cache keys: the builtin or digit name, or for a file its id and the hash of its bytes.
+
+        Not its path: a cache filled on one machine (or checkout, or runner) is read on another where the same
+        images sit elsewhere (:func:`analysis.plan.merge_caches`); an edited file gets a new key."""
+        digest = self.content_digest()
+        return self.origin if digest is None else f"file:{self.image_id}:{digest}"
+
+
+@functools.lru_cache(maxsize=65536)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file's bytes (16 hex digits), read once per process while its size and mtime stay the same
+    (a page asks for the same image set's key many times)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def to_rgb(image: Image.Image, name: str, notes: list[str]) -> Image.Image:
@@ -402,7 +428,8 @@ def display_crop(record: ImageRecord, resolution: int) -> np.ndarray:
 
 def records_of(meta_images: list[dict]) -> list[ImageRecord]:
     """The image records of a cached pass (``Features.meta["images"]``), in pass order."""
-    return [ImageRecord(i["image_id"], i["origin"], list(i.get("notes", [])), i.get("label")) for i in meta_images]
+    return [ImageRecord(i["image_id"], i["origin"], list(i.get("notes", [])), i.get("label"), i.get("digest"))
+            for i in meta_images]
 
 
 def make_square_transform(model: torch.nn.Module, resolution: int) -> Callable[[Image.Image], torch.Tensor]:

@@ -151,26 +151,12 @@ class Sample:
 
 def voc_records(root: str | None, split: str | None, count: int, seed: int, cache_dir: Path) -> list:
     """The object-discovery page's images (:func:`analysis.discovery.annotated_sample`): ``count`` drawn from a VOC
-    folder, or from the planted set that the page builds in its cache folder (``<cache>/planted_voc``).
-
-    A planted set built here gets one fixed modification time on every file: the image fingerprint in the
-    cache key is path + size + mtime (:meth:`images.ImageRecord.fingerprint`), so shards that each build it
-    under the same path (every runner checks out to the same folder) agree on the key.
-    """
+    folder, or from the planted set that the page builds in its cache folder (``<cache>/planted_voc``). A planted
+    set is drawn from a seed, so shards that each build it agree on its bytes, hence on the cache key (image
+    fingerprints are file contents, :meth:`images.ImageRecord.fingerprint`)."""
     from . import discovery
 
-    planted = Path(cache_dir) / "planted_voc"
-    fresh = root is None and not (planted / ".complete").is_file()
-    sample = discovery.annotated_sample(root, split, count, seed, cache_dir=cache_dir)
-    if fresh:
-        for path in sorted(planted.rglob("*")):
-            if path.is_file():
-                os.utime(path, ns=(PLANTED_MTIME_NS, PLANTED_MTIME_NS))
-    return sample.records
-
-
-#: 2024-01-01 00:00 UTC: the modification time of a planted set built by a pass (see :func:`voc_records`).
-PLANTED_MTIME_NS = 1_704_067_200 * 10**9
+    return discovery.annotated_sample(root, split, count, seed, cache_dir=cache_dir).records
 
 
 @dataclass(frozen=True)
@@ -837,7 +823,7 @@ def _copy_in(source: Path, target: Path, move: bool = False) -> None:
         if move:
             shutil.move(source, tmp)  # a rename on the same disk; a copy (modification times kept) elsewhere
         else:
-            shutil.copytree(source, tmp, copy_function=shutil.copy2)  # copy2: modification times travel along
+            shutil.copytree(source, tmp, copy_function=shutil.copy2)
         if target.exists():  # replaced: the old entry moves aside first, then goes
             old = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(target, old)
@@ -858,8 +844,7 @@ def merge_caches(sources: list[str | Path], into: str | Path, move: bool = False
       whose ``kept`` arrays are a strict superset replaces the other; otherwise ``into``'s stays.
     * Each entry lands atomically (a temporary folder, then a rename): a reader never sees half an entry.
     * Other folders (the planted object-discovery set) and files (a test-time register's chosen units,
-      ``<model>-units-<key>.json``, content-addressed too) are copied when missing, modification times kept (they
-      are part of the image fingerprint); temporaries (``.tmp-*``, ``.*``) of running or killed writers are skipped.
+      ``<model>-units-<key>.json``, content-addressed too) are copied when missing; temporaries (``.tmp-*``, ``.*``) of running or killed writers are skipped.
     * ``passes.jsonl`` is a log, not an index: the sources' lines are appended to ``into``'s, so the merged log
       counts every pass that filled the cache, wherever it ran. Merge each source once. (The build's
       zero-pass check compares the log before and after the build, so a merged log does not disturb it.)

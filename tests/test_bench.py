@@ -50,3 +50,18 @@ def test_memory_target_is_the_interpreter_plus_the_model_and_table_pages_have_no
     assert judged.baseline_mib.tolist() == [1000.0] * 4  # the smallest table-page peak
     assert judged.target_mib.tolist()[:2] == [8000.0, 8000.0] and judged.target_mib[2:].isna().all()
     assert judged.within_target.tolist() == [True, False, True, True]  # 9000 > 8000; tables are not judged
+
+
+def test_device_checks_write_only_the_gpu_ratios_with_their_targets_and_device(monkeypatch, tmp_path):
+    import pandas as pd
+
+    monkeypatch.setattr(bench, "capture_overhead", lambda device, precision="float32", weights_dir=None: {
+        "metric": "capture_overhead" + ("" if precision == "float32" else "_" + precision), "value": 1.02})
+    monkeypatch.setattr(bench, "position_probe_problem", lambda weights_dir: ("tokens", "labels", "problem"))
+    monkeypatch.setattr(bench, "probe_fit_ratio", lambda *args, device: {"metric": "probe_fit_over_sklearn",
+                                                                          "value": 0.5})
+    assert bench.main(["--device-checks", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    frame = pd.read_parquet(tmp_path / "device_ratios.parquet")
+    assert frame.metric.tolist() == ["capture_overhead", "capture_overhead_bfloat16", "probe_fit_over_sklearn"]
+    assert frame.passed.tolist() == [True, True, False] and set(frame.device) == {"cpu"}
+    assert not (tmp_path / "ratios.parquet").exists()  # the CPU benchmark's table is left alone

@@ -180,3 +180,19 @@ def test_a_sample_is_never_smaller_than_asked_for(tmp_path):
     with pytest.raises(images.ImageError, match=rf"^asked for 3 images, {re.escape(str(tmp_path))} holds 1 readable image\(s\); "
                                                 r"unreadable: .*b\.png: not a readable image"):
         images.readable_sample(images.list_images(tmp_path), 3)
+
+
+def test_a_file_is_known_by_its_id_and_bytes_not_its_path(tmp_path):
+    first, second = tmp_path / "one" / "cat.png", tmp_path / "two" / "cat.png"
+    for path in (first, second):
+        path.parent.mkdir()
+        Image.new("RGB", (40, 40), (10, 20, 30)).save(path)
+    here, there = images.ImageRecord("cat", str(first)), images.ImageRecord("cat", str(second))
+    assert here.fingerprint() == there.fingerprint() and here.content_digest() is not None
+    recorded = images.records_of([{"image_id": "cat", "origin": str(first), "digest": here.content_digest()}])
+    first.unlink()  # a cache made on another machine: the recorded path no longer exists here
+    assert recorded[0].fingerprint() == there.fingerprint()
+    assert images.ImageRecord("dog", str(second)).fingerprint() != there.fingerprint()  # another id
+    Image.new("RGB", (40, 40), (10, 20, 31)).save(second)  # one value changed: another image
+    assert images.ImageRecord("cat", str(second)).fingerprint() != recorded[0].fingerprint()
+    assert images.ImageRecord("chelsea", "builtin:chelsea").fingerprint() == "builtin:chelsea"

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from analysis import cli, features, models, plan
+from analysis import cli, features, images, models, plan
 from analysis.run import ROOT, toc_pages
 
 TINY = models.OFFLINE_MODEL
@@ -219,7 +221,6 @@ def test_merge_copies_missing_entries_and_keeps_the_one_with_more_arrays(tmp_pat
     planted = first / "planted_voc" / "JPEGImages"
     planted.mkdir(parents=True)
     (planted / "planted_0000.jpg").write_bytes(b"jpg")
-    os.utime(planted / "planted_0000.jpg", ns=(plan.PLANTED_MTIME_NS, plan.PLANTED_MTIME_NS))
     (second / "m-units-1234.json").write_text("[]")
     (first / "passes.jsonl").write_text('{"spec": "a"}\n{"spec": "b"}\n')
     (second / "passes.jsonl").write_text('{"spec": "c"}\n')
@@ -231,7 +232,7 @@ def test_merge_copies_missing_entries_and_keeps_the_one_with_more_arrays(tmp_pat
     marker = {name: json.loads((into / name / "meta.json").read_text())["marker"]
               for name in ("m-aaaa", "m-bbbb", "m-cccc")}
     assert marker == {"m-aaaa": "first", "m-bbbb": "second", "m-cccc": "into"}
-    assert (into / "planted_voc" / "JPEGImages" / "planted_0000.jpg").stat().st_mtime_ns == plan.PLANTED_MTIME_NS
+    assert (into / "planted_voc" / "JPEGImages" / "planted_0000.jpg").read_bytes() == b"jpg"
     assert (into / "m-units-1234.json").read_text() == "[]"
     assert plan.log_length(into) == 4 and not list(into.glob(".*"))  # nothing temporary left behind
     again = plan.merge_caches([first], into)  # entries are content-addressed: nothing to copy twice
@@ -244,13 +245,17 @@ def test_merge_copies_missing_entries_and_keeps_the_one_with_more_arrays(tmp_pat
         plan.merge_caches([tmp_path / "absent"], into)
 
 
-def test_a_planted_set_built_by_a_pass_has_one_fixed_modification_time(tmp_path):
-    records = plan.voc_records(None, None, 4, 0, tmp_path)
-    assert len(records) == 4
-    times = {path.stat().st_mtime_ns for path in (tmp_path / "planted_voc").rglob("*") if path.is_file()}
-    assert times == {plan.PLANTED_MTIME_NS}
-    assert [r.fingerprint() for r in plan.voc_records(None, None, 4, 0, tmp_path)] == \
-        [r.fingerprint() for r in records]
+def test_a_planted_set_built_in_two_folders_has_one_cache_key(tmp_path):
+    """Two shards build the object-discovery page's planted set, each in its own cache folder at its own time:
+    the image fingerprints (id + bytes, not path or mtime) agree, so both shards' entries share one key."""
+    first = plan.voc_records(None, None, 4, 0, tmp_path / "one")
+    time.sleep(0.01)  # a later modification time
+    second = plan.voc_records(None, None, 4, 0, tmp_path / "two")
+    assert len(first) == 4 and first[0].origin != second[0].origin
+    assert images.image_set_key(first) == images.image_set_key(second)
+    edited = Path(second[0].origin)
+    edited.write_bytes(edited.read_bytes() + b"\0")  # one more byte: another image, another key
+    assert images.image_set_key(first) != images.image_set_key(plan.voc_records(None, None, 4, 0, tmp_path / "two"))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -359,10 +364,11 @@ def page_verdicts(results: Path) -> dict[str, list[str]]:
 
 @pytest.mark.slow
 def test_shards_on_three_machines_merge_into_a_book_that_runs_no_pass(tmp_path, weights_dir):
-    """Each shard runs in its own process, where the book's cache will be (every runner checks out to the same
-    folder, and image fingerprints hold paths), then moves aside to its own folder, as on its own runner. The
-    merged cache must let every page read its passes: the build runs zero model passes and reaches the verdicts
-    of a plain build (tests/test_pages.py's CI_VERDICTS, asserted there on a plain build of the ci book)."""
+    """Each shard runs in its own process with its own build folder, as on its own machine (image fingerprints
+    are contents, not paths). Their caches are merged (moved) into the book's and then deleted, so nothing can be
+    read from where a shard ran. The merged cache must let every page read its passes: the build runs zero model
+    passes and reaches the verdicts of a plain build (tests/test_pages.py's CI_VERDICTS, asserted there on a plain
+    build of the ci book)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from test_pages import CI_VERDICTS
 
@@ -370,17 +376,19 @@ def test_shards_on_three_machines_merge_into_a_book_that_runs_no_pass(tmp_path, 
     environment = {**os.environ, models.WEIGHTS_DIR_ENV: str(weights_dir), "HF_HUB_OFFLINE": "1"}
     shards = []
     for index in (1, 2, 3):
+        machine = tmp_path / f"machine{index}"
         result = subprocess.run(
-            [sys.executable, "-m", "analysis", "--build-dir", str(build), "pass", "--set", "ci", "--shard",
+            [sys.executable, "-m", "analysis", "--build-dir", str(machine), "pass", "--set", "ci", "--shard",
              f"{index}/3"], capture_output=True, text=True, cwd=ROOT, env=environment, timeout=1800)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        shards.append(tmp_path / f"shard{index}")
-        os.rename(build / "cache", shards[-1])
+        shards.append(machine / "cache")
     ran = [plan.log_length(folder) for folder in shards]
     assert all(ran), f"a shard ran nothing: {ran}"
 
-    merged = plan.merge_caches(shards, build / "cache")
+    merged = plan.merge_caches(shards, build / "cache", move=True)
     assert merged["log_lines"] == sum(ran)
+    for index in (1, 2, 3):
+        shutil.rmtree(tmp_path / f"machine{index}")
     before = plan.log_length(build / "cache")
     result = subprocess.run(
         [sys.executable, "-m", "analysis", "--build-dir", str(build), "build", "--set", "ci", "--no-html",
