@@ -332,8 +332,11 @@ def position_probe_problem(weights_dir: str | None, spec: str = models.OFFLINE_M
 
 def _softmax_objective(tokens: np.ndarray, labels: np.ndarray, mean, scale, weight, bias) -> float:
     """The probes' objective (mean cross-entropy + ||W||² / 2n, C = 1) in float64 for one fitted model
-    acting on standardised ``tokens`` ``(n, D)`` (``weight`` ``(D, K)``; labels are class indices)."""
+    acting on standardised ``tokens`` ``(n, D)`` (``weight`` ``(D, K)``, or ``(D, 1)`` for two classes: the
+    logit of class 1 against a fixed 0; labels are class indices)."""
     scores = ((np.asarray(tokens, dtype=np.float64) - mean) / scale) @ weight + bias
+    if scores.shape[1] == 1:
+        scores = np.concatenate([np.zeros_like(scores), scores], 1)
     scores = scores - scores.max(1, keepdims=True)
     cross_entropy = np.log(np.exp(scores).sum(1)) - scores[np.arange(len(labels)), labels]
     return float(cross_entropy.mean() + (weight**2).sum() / (2 * len(labels)))
@@ -348,8 +351,8 @@ def probe_fit_ratio(tokens: np.ndarray, labels: np.ndarray, problem: str = "", r
     ``repeats`` interleaved fits after a warm-up; target ≤ 0.10, a ≥ 10× speed-up.
 
     Speed bought by stopping earlier would not count, so the row also reads both fits' objective in float64
-    (lower is closer to the common optimum): ``objective_over_sklearn`` − 1 ≤ 0 means the torch fit ended at
-    least as close to the optimum as scikit-learn's."""
+    (lower is closer to the common optimum): ``objective_over_sklearn`` ≤ 1 means the torch fit ended at
+    least as close to the optimum as scikit-learn's, which :func:`judged` requires of a passing row."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -387,6 +390,21 @@ def probe_fit_ratio(tokens: np.ndarray, labels: np.ndarray, problem: str = "", r
                       f"predictions agree on {agree:.1%} of the fit tokens (median of {repeats})"}
 
 
+#: The probe fit's objective may exceed scikit-learn's by this fraction (float32 against float64) and still count
+#: as "at least as close to the optimum".
+OBJECTIVE_SLACK = 1e-6
+
+
+def judged(ratios: pd.DataFrame) -> pd.DataFrame:
+    """Ratio rows with their ``target`` and ``passed``: the value at most the target and, for the probe fit, its
+    objective no worse than scikit-learn's (a fit that is fast because it stops early does not pass)."""
+    ratios = ratios.copy()
+    ratios["target"] = ratios.metric.map(TARGETS)
+    closer = ~(ratios.get("objective_over_sklearn", pd.Series(np.nan, index=ratios.index)) > 1 + OBJECTIVE_SLACK)
+    ratios["passed"] = (ratios.value <= ratios.target) & closer
+    return ratios
+
+
 def device_checks(device: str, weights_dir: str | None, out: Path) -> int:
     """The ratios whose targets assume an accelerator — the hooked capture in float32 and bfloat16, the position
     probe's fit — on ``device``, written to ``out/device_ratios.parquet`` with the device's name and printed."""
@@ -396,9 +414,7 @@ def device_checks(device: str, weights_dir: str | None, out: Path) -> int:
     ratios = [capture_overhead(device=device, weights_dir=weights_dir),
               capture_overhead(device=device, precision="bfloat16", weights_dir=weights_dir),
               probe_fit_ratio(*position_probe_problem(weights_dir), device=device)]
-    frame = pd.DataFrame(ratios)
-    frame["target"] = frame.metric.map(TARGETS)
-    frame["passed"] = frame.value <= frame.target
+    frame = judged(pd.DataFrame(ratios))
     frame["device"] = torch.cuda.get_device_name(target) if target.type == "cuda" else target.type
     write_parquet(frame, out / "device_ratios.parquet")
     print(frame.to_string(index=False))
@@ -430,9 +446,7 @@ def main(argv: list[str] | None = None) -> int:
               rss_ratio(2 if args.quick else 4, weights_dir), rebuild]
     ratios.append(probe_fit_ratio(*position_probe_problem(weights_dir), repeats=1 if args.quick else 3,
                                   device=args.device))
-    frame = pd.DataFrame(ratios)
-    frame["target"] = frame.metric.map(TARGETS)
-    frame["passed"] = frame.value <= frame.target
+    frame = judged(pd.DataFrame(ratios))
     sizes = models.FAMILIES["dinov2"][: 2 if args.quick else 4]
     measured = throughput(sizes, PAPER["norm_histogram"]["resolution"], n_images=1 if args.quick else 2,
                           device=args.device, precision=args.precision)

@@ -122,14 +122,22 @@ class ImageRecord:
         return None
 
     def content_digest(self) -> str | None:
-        """The sha256 of a file's bytes (16 hex digits: :attr:`digest` when recorded, else read from the file);
-        None for builtin photos and digits, whose names are their identity."""
+        """The sha256 of a file's bytes (16 hex digits), read from the file when it is there, else the
+        :attr:`digest` a pass recorded (a cache made where the file sat elsewhere); None for builtin photos and
+        digits, whose names are their identity. A file that cannot be read (it is skipped as unreadable) is
+        known by its size and times instead."""
         if self.origin.startswith(("builtin:", "digits:")):
             return None
-        if self.digest is None:
+        try:
             stat = Path(self.origin).stat()
-            return _file_digest(self.origin, stat.st_size, stat.st_mtime_ns)
-        return self.digest
+        except FileNotFoundError:
+            if self.digest is None:
+                raise
+            return self.digest
+        try:
+            return _file_digest(self.origin, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+        except OSError:
+            return f"unreadable-{stat.st_size}-{stat.st_mtime_ns}"
 
     def fingerprint(self) -> str:
         """Identity for cache keys: the builtin or digit name, or for a file its id and the hash of its bytes.
@@ -141,9 +149,10 @@ class ImageRecord:
 
 
 @functools.lru_cache(maxsize=65536)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a file's bytes (16 hex digits), read once per process while its size and mtime stay the same
-    (a page asks for the same image set's key many times)."""
+def _file_digest(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    """sha256 of a file's bytes (16 hex digits), read once per process while its size, times and inode stay the
+    same (a page asks for the same image set's key many times; any write changes ``ctime``, which copying tools
+    cannot set back)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

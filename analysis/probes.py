@@ -19,6 +19,7 @@ with two classes it is, as there, one logistic output. The problem is convex, so
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +114,10 @@ def _loss_and_residual(scores: torch.Tensor, targets: torch.Tensor, binary: bool
     return loss, residual
 
 
+class ProbeFitError(RuntimeError):
+    """A softmax fit that made no progress from zero weights (its numbers would be chance, not a measurement)."""
+
+
 def fit_softmax(tokens: np.ndarray, labels: np.ndarray, device: str | torch.device = "cpu", c: float = C,
                 relative_tolerance: float = RELATIVE_TOLERANCE) -> SoftmaxProbe:
     """Fit a softmax regression on ``tokens`` ``(n, D)`` standardised, to ``labels`` ``(n,)`` (any sortable
@@ -120,11 +125,15 @@ def fit_softmax(tokens: np.ndarray, labels: np.ndarray, device: str | torch.devi
 
     Minimises mean cross-entropy + ``||W||² / (2·c·n)`` (see the module docstring). At least two classes.
 
-    The fit runs in whitened coordinates (:func:`_whitened`): with ``W = basis · diag(√n / singular) · V`` and
-    the bias absorbing ``centre · W``, the scores are ``whitened · V + bias'`` and the penalty is
-    ``Σ_d ||V_d||² / (2·c·singular_d²)`` — the same objective and optimum, reparameterised, so that L-BFGS
-    does not fight the tokens' correlated channels (on real tokens it needs about half the evaluations).
-    The gradient is written out (two matrix products per evaluation), not taped by autograd.
+    The fit runs in preconditioned whitened coordinates (:func:`_whitened`): with
+    ``W = basis · diag(√n / √(singular² + 1/c)) · U`` and the bias absorbing ``centre · W``, the scores are
+    ``whitened · diag(singular / √(singular² + 1/c)) · U + bias'`` and the penalty is
+    ``Σ_d ||U_d||² / (2·(1 + c·singular_d²))`` — the same objective and optimum, reparameterised so that every
+    direction's curvature is at most about 1 (data) and at least its penalty: L-BFGS neither fights the tokens'
+    correlated channels (on real tokens it needs about half the evaluations) nor stalls on a nearly collinear
+    pair, whose tiny singular value would otherwise give its penalty a huge curvature. The gradient is written
+    out (two matrix products per evaluation), not taped by autograd. A fit that stops above its tolerance warns;
+    one that made no progress raises :class:`ProbeFitError`.
     """
     classes, targets = np.unique(np.asarray(labels), return_inverse=True)
     if len(classes) < 2:
@@ -132,32 +141,49 @@ def fit_softmax(tokens: np.ndarray, labels: np.ndarray, device: str | torch.devi
     target = _device(device)
     mean, scale = _standardiser(tokens)
     standardised = torch.as_tensor((np.asarray(tokens, dtype=np.float64) - mean) / scale, device=target)
-    centre, whitened64, basis, singular = _whitened(standardised)
-    whitened = whitened64.float()
+    centre, whitened, basis, singular = _whitened(standardised)
+    damped = torch.sqrt(singular**2 + 1.0 / c)  # (r,)
+    design = (whitened * (singular / damped)).float()  # (n, r)
+    penalty = (1.0 / (2.0 * (1.0 + c * singular**2))).float()[:, None]  # (r, 1)
     y = torch.as_tensor(targets.reshape(-1), device=target)
     binary = len(classes) == 2
     n_outputs = 1 if binary else len(classes)
-    penalty = (1.0 / (2.0 * c * singular**2)).float()[:, None]  # (r, 1)
-    weight = torch.zeros(whitened.shape[1], n_outputs, device=target)  # V, (r, K)
+    weight = torch.zeros(design.shape[1], n_outputs, device=target)  # U, (r, K)
     bias = torch.zeros(n_outputs, device=target)  # bias', (K,)
-    weight.grad, bias.grad = torch.zeros_like(weight), torch.zeros_like(bias)
 
     def objective() -> torch.Tensor:
-        loss, residual = _loss_and_residual(torch.addmm(bias, whitened, weight), y, binary)
-        weight.grad = whitened.T @ residual + 2.0 * penalty * weight
+        loss, residual = _loss_and_residual(torch.addmm(bias, design, weight), y, binary)
+        weight.grad = design.T @ residual + 2.0 * penalty * weight
         bias.grad = residual.sum(0)
         return loss + (penalty * weight * weight).sum()
 
-    objective()  # the gradient at zero weights sets the scale of the stopping rule
-    start = max(float(weight.grad.abs().max()), float(bias.grad.abs().max()))
-    optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=MAX_ITERATIONS, history_size=10,
-                                  tolerance_grad=relative_tolerance * start, tolerance_change=1e-12,
-                                  line_search_fn="strong_wolfe")
+    def largest_gradient() -> float:
+        return max(float(weight.grad.abs().max()) if weight.numel() else 0.0, float(bias.grad.abs().max()))
+
     with torch.no_grad():
+        first = float(objective())  # the gradient at zero weights sets the scale of the stopping rule
+        start = largest_gradient()
+        tolerance = relative_tolerance * start
+        optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=MAX_ITERATIONS, history_size=10,
+                                      tolerance_grad=tolerance, tolerance_change=1e-12, line_search_fn="strong_wolfe")
         optimiser.step(objective)  # one step runs L-BFGS until a tolerance or MAX_ITERATIONS
-        fitted_weight = basis @ (weight.double() * (len(whitened) ** 0.5 / singular)[:, None])  # (D, K)
+        last, reached = float(objective()), largest_gradient()
+        _check_progress(first, last, start, reached, tolerance, optimiser.state[weight].get("func_evals", 0))
+        fitted_weight = basis @ (weight.double() * (len(standardised) ** 0.5 / damped)[:, None])  # (D, K)
         fitted_bias = bias.double() - centre @ fitted_weight
     return SoftmaxProbe(classes, mean, scale, fitted_weight.cpu().numpy(), fitted_bias.cpu().numpy())
+
+
+def _check_progress(first: float, last: float, start: float, reached: float, tolerance: float, evaluations: int):
+    """Raise if the fit left the objective where zero weights had it while the gradient was not small (it would
+    report chance); warn if it stopped (line search or :data:`MAX_ITERATIONS`) above its tolerance."""
+    if start > 0 and last >= first and reached > 0.5 * start:
+        raise ProbeFitError(f"the softmax fit made no progress from zero weights after {evaluations} evaluations "
+                            f"(objective {last:.6g}, gradient {reached / start:.2g} of its start)")
+    if reached > tolerance:
+        warnings.warn(f"the softmax fit stopped after {evaluations} evaluations with its gradient at "
+                      f"{reached / start:.2g} of its start, above the tolerance {tolerance / start:.2g}",
+                      RuntimeWarning, stacklevel=3)
 
 
 def fit_ridge(tokens: np.ndarray, targets: np.ndarray, device: str | torch.device = "cpu",

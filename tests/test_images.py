@@ -195,4 +195,7 @@ def test_a_file_is_known_by_its_id_and_bytes_not_its_path(tmp_path):
     assert images.ImageRecord("dog", str(second)).fingerprint() != there.fingerprint()  # another id
     Image.new("RGB", (40, 40), (10, 20, 31)).save(second)  # one value changed: another image
     assert images.ImageRecord("cat", str(second)).fingerprint() != recorded[0].fingerprint()
+    # a digest recorded before the edit does not outvote the file that is there now
+    stale = images.ImageRecord("cat", str(second), digest=recorded[0].digest)
+    assert stale.fingerprint() == images.ImageRecord("cat", str(second)).fingerprint()
     assert images.ImageRecord("chelsea", "builtin:chelsea").fingerprint() == "builtin:chelsea"

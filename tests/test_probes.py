@@ -1,6 +1,7 @@
 """Probes recover planted information and fail where none was planted; labelled sources."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import images, probes
@@ -81,6 +82,35 @@ def test_softmax_fit_agrees_with_scikit_learn_logistic_regression(n_classes):
     assert np.array_equal(probe.weight, probes.fit_softmax(features, labels).weight)  # deterministic
 
 
+@pytest.mark.parametrize("n_classes, gap", [(10, 1e-5), (2, 1e-4)])
+def test_a_nearly_collinear_pair_of_channels_still_reaches_scikit_learns_optimum(n_classes, gap):
+    """One channel a copy of another plus noise of size ``gap``: a singular value ~1e-5 of the largest, kept by
+    the whitening, whose penalty would dominate its curvature if the coordinates were not damped (the fit
+    then stalled at zero weights, i.e. chance)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = planted_classes(n_per_class=400 // n_classes, n_classes=n_classes, dim=16, separation=0.5)
+    features[:, 1] = features[:, 0] + gap * np.random.default_rng(3).normal(size=len(features))
+    scaler = StandardScaler().fit(features)
+    reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(scaler.transform(features), labels)
+    reference_logits = reference.decision_function(scaler.transform(features)).reshape(len(labels), -1)
+    if n_classes == 2:
+        reference_logits = np.concatenate([np.zeros_like(reference_logits), reference_logits], 1)
+    probe = probes.fit_softmax(features, labels)
+    fitted = objective(probe.logits(features), labels, probe.classes, probe.weight, len(labels))
+    expected = objective(reference_logits, labels, reference.classes_, reference.coef_, len(labels))
+    assert fitted == pytest.approx(expected, rel=1e-3) and fitted < np.log(n_classes) - 0.05  # not chance
+    assert (probe.predict(features) == labels).mean() > 1.5 / n_classes
+
+
+def test_a_fit_stopped_before_its_tolerance_warns(monkeypatch):
+    features, labels = planted_classes(n_per_class=40, n_classes=5, dim=10, separation=0.6)
+    monkeypatch.setattr(probes, "MAX_ITERATIONS", 2)  # two L-BFGS iterations cannot reach 1e-3 of the start
+    with pytest.warns(RuntimeWarning, match="above the tolerance"):
+        probes.fit_softmax(features, labels)
+
+
 def test_pixel_probe_is_scikit_learn_ridge_and_reconstructs_linear_pixels():
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
@@ -146,7 +176,13 @@ def test_the_probe_benchmark_reads_both_fits_objectives_on_one_scale():
     row = bench.probe_fit_ratio(tokens, labels, "planted", repeats=1)  # bookkeeping only, never timed
     assert row["metric"] in bench.TARGETS and row["value"] > 0 and row["unit"] == "x"
     assert "8-class position probe (planted), 64 tokens x 8 channels" in row["detail"]
-    assert row["objective_over_sklearn"] <= 1 + 1e-4  # the torch fit ends at least as close to the optimum
+    assert row["objective_over_sklearn"] == pytest.approx(1, abs=1e-4)  # a small problem: both reach its optimum
+    rows = pd.DataFrame([{"metric": "probe_fit_over_sklearn", "value": 0.05, "objective_over_sklearn": 1.01},
+                         {"metric": "probe_fit_over_sklearn", "value": 0.05, "objective_over_sklearn": 0.999},
+                         {"metric": "probe_fit_over_sklearn", "value": 0.5, "objective_over_sklearn": 0.999},
+                         {"metric": "capture_overhead", "value": 1.02}])
+    # fast because it stopped early does not pass; a row without an objective is judged on its value alone
+    assert bench.judged(rows).passed.tolist() == [False, True, False, True]
 
 
 def test_the_probe_benchmark_fits_the_pages_position_probe_at_448_px_on_real_tokens(weights_dir):
