@@ -649,12 +649,12 @@ def extract(spec: str, run: RunOptions = RunOptions(), *, keep: tuple[str, ...] 
         request = pass_request(spec, ordered, run, square, plant, register, weights_file)
         recorded = recorded_entry(spec, request, keep, run.cache_dir)
         if recorded is not None:
-            return recorded
+            return _point_here(recorded, ordered)
     provenance = models.resolve_weights(spec, weights_file=weights_file, weights_dir=run.weights_dir,
                                         seed=run.seed, allow_hub=run.allow_hub)
     entry = _locate_entry(spec, provenance, ordered, run, keep, square, plant, register, weights_file)
     if entry.cached:
-        return _read_entry(entry.folder)
+        return _point_here(_read_entry(entry.folder), ordered)
     sample = images.readable_sample(candidates, run.n_images, run.seed)  # unreadable files skipped and listed
     _run_pass(spec, sample, entry, run, square, plant, register, weights_file)
     log_pass(entry.folder.parent, {"spec": spec, "images": entry.image_key, "resolution": run.resolution,
@@ -662,6 +662,20 @@ def extract(spec: str, run: RunOptions = RunOptions(), *, keep: tuple[str, ...] 
                                    **({"plant": plant.name} if plant is not None else {}),
                                    **({"test_time_register": len(register)} if register else {})})
     return _read_entry(entry.folder)
+
+
+def _point_here(feats: Features, ordered: list[images.ImageRecord]) -> Features:
+    """An entry made on another machine (or in another folder) records its image files where they were there:
+    each recorded file that is not here is pointed at this run's record of the same id and bytes, so that what
+    later reads pixels (the pixel probe, a test-time register's units) reads this machine's copy."""
+    elsewhere = [image for image in feats.meta["images"]
+                 if image.get("digest") is not None and not Path(image["origin"]).exists()]
+    if elsewhere:
+        here = {(record.image_id, record.content_digest()): record.origin for record in ordered
+                if not record.origin.startswith(("builtin:", "digits:")) and Path(record.origin).exists()}
+        for image in elsewhere:
+            image["origin"] = here.get((image["image_id"], image["digest"]), image["origin"])
+    return feats
 
 
 def extract_each(specs: list[str], run: RunOptions, **options) -> dict[str, Features]:

@@ -231,3 +231,26 @@ def test_a_checkpoint_entry_is_never_read_back_as_the_released_weights(weights_d
     assert computed.meta["request"]["weights_file"] == checkpoint.name
     with pytest.raises(models.WeightsNotFoundError):  # the released weights were never computed: not the checkpoint
         features.extract(TINY, elsewhere)
+
+
+def test_an_entry_made_where_the_images_sat_elsewhere_is_read_here_and_points_at_this_copy(weights_dir, tmp_path,
+                                                                                             monkeypatch):
+    from PIL import Image
+
+    there, here = tmp_path / "machine1" / "photos", tmp_path / "machine2" / "photos"
+    there.mkdir(parents=True)
+    for name in ("chelsea", "coffee"):
+        Image.fromarray(images.BUILTIN_PHOTOS[name]()).save(there / f"{name}.png")
+    cache = tmp_path / "cache"
+    computed = features.extract(TINY, features.RunOptions(there, None, 224, weights_dir=weights_dir, cache_dir=cache,
+                                                          progress=False))
+    here.parent.mkdir()
+    there.rename(here)  # the same files, another machine's folder; the recorded paths no longer exist
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model ran despite a cache hit"))
+    read = features.extract(TINY, features.RunOptions(here, None, 224, weights_dir=weights_dir, cache_dir=cache,
+                                                      progress=False))
+    pd.testing.assert_frame_equal(read.norms, computed.norms)
+    assert sorted(image["origin"] for image in read.meta["images"]) == [str(here / "chelsea.png"),
+                                                                        str(here / "coffee.png")]
+    for record in images.records_of(read.meta["images"]):  # what reads pixels later reads this machine's copy
+        assert np.array_equal(np.asarray(record.load()), images.BUILTIN_PHOTOS[record.image_id]())
