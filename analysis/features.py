@@ -483,8 +483,8 @@ def pass_request(spec: str, ordered: list[images.ImageRecord], run: RunOptions, 
     """What a pass was asked for, without the weights' hash: stored in every entry's ``meta["request"]``, so a
     machine without the weights (the book job of a sharded build) can find the entry another machine computed."""
     return {"spec": spec, "weights_file": Path(weights_file).name if weights_file else None,
-            "images": f"{images.image_set_key(ordered)}:{run.n_images}", "resolution": run.resolution,
-            "square": square, "precision": run.precision, "metric_version": metrics.METRIC_VERSION,
+            "images": f"{images.image_set_key(ordered, run.n_images)}:{run.n_images}",
+            "resolution": run.resolution, "square": square, "precision": run.precision, "metric_version": metrics.METRIC_VERSION,
             "plant": plant.key() if plant is not None else None,
             "register": [[neuron.block, neuron.neuron] for neuron in register]}
 
@@ -533,7 +533,7 @@ def _locate_entry(spec: str, provenance: models.Provenance, ordered: list[images
     """The cache folder of this pass; ``keep`` grows to what an existing entry already holds."""
     architecture = models.build_architecture(provenance.model, run.resolution, device="meta")
     images.check_resolution(run.resolution, models.patch_size(architecture))
-    image_key = f"{images.image_set_key(ordered)}:{run.n_images}"
+    image_key = f"{images.image_set_key(ordered, run.n_images)}:{run.n_images}"
     key = cache_key(provenance, spec, image_key, run.resolution, square, run.precision)
     if plant is not None:
         key = twins.cache_key(key, plant)
@@ -665,16 +665,15 @@ def extract(spec: str, run: RunOptions = RunOptions(), *, keep: tuple[str, ...] 
 
 
 def _point_here(feats: Features, ordered: list[images.ImageRecord]) -> Features:
-    """An entry made on another machine (or in another folder) records its image files where they were there:
-    each recorded file that is not here is pointed at this run's record of the same id and bytes, so that what
-    later reads pixels (the pixel probe, a test-time register's units) reads this machine's copy."""
-    elsewhere = [image for image in feats.meta["images"]
-                 if image.get("digest") is not None and not Path(image["origin"]).exists()]
-    if elsewhere:
-        here = {(record.image_id, record.content_digest()): record.origin for record in ordered
-                if not record.origin.startswith(("builtin:", "digits:")) and Path(record.origin).exists()}
-        for image in elsewhere:
-            image["origin"] = here.get((image["image_id"], image["digest"]), image["origin"])
+    """An entry made on another machine (or in another folder or checkout) records its image files where they
+    were there: each recorded file is pointed at this run's record of the same id and bytes, so that what later
+    reads pixels (the pixel probe, a test-time register's units) reads this machine's copy."""
+    recorded = {image["image_id"] for image in feats.meta["images"] if image.get("digest") is not None}
+    here = {(record.image_id, record.content_digest()): record.origin for record in ordered
+            if record.image_id in recorded and not record.origin.startswith(("builtin:", "digits:"))
+            and Path(record.origin).is_file()}
+    for image in feats.meta["images"]:
+        image["origin"] = here.get((image["image_id"], image.get("digest")), image["origin"])
     return feats
 
 

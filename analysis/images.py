@@ -130,7 +130,7 @@ class ImageRecord:
             return None
         try:
             stat = Path(self.origin).stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             if self.digest is None:
                 raise
             return self.digest
@@ -138,6 +138,18 @@ class ImageRecord:
             return _file_digest(self.origin, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         except OSError:
             return f"unreadable-{stat.st_size}-{stat.st_mtime_ns}"
+
+    def light_fingerprint(self) -> str:
+        """A cheap identity (no bytes read): the builtin or digit name, or a file's id and size (its recorded
+        digest where the file is not here)."""
+        if self.origin.startswith(("builtin:", "digits:")):
+            return self.origin
+        try:
+            return f"file:{self.image_id}:size-{Path(self.origin).stat().st_size}"
+        except (FileNotFoundError, NotADirectoryError):
+            if self.digest is None:
+                raise
+            return f"file:{self.image_id}:{self.digest}"
 
     def fingerprint(self) -> str:
         """Identity for cache keys: the builtin or digit name, or for a file its id and the hash of its bytes.
@@ -394,9 +406,14 @@ def readable_sample(records: list[ImageRecord], n: int | None, seed: int = 0) ->
     return ImageSample(sorted(good, key=lambda r: position[id(r)]), skipped)
 
 
-def image_set_key(records: list[ImageRecord]) -> str:
-    """Hash of an image set for cache keys."""
-    return hashlib.sha256("\n".join(r.fingerprint() for r in records).encode()).hexdigest()[:16]
+def image_set_key(records: list[ImageRecord], n: int | None = None) -> str:
+    """Hash of an image set for cache keys: ``records`` in sample order (:func:`sample_order`), of which a sample
+    of ``n`` (None: all) takes the first ``n`` readable ones. The first ``n`` are known by their contents
+    (:meth:`ImageRecord.fingerprint`); the replacements after them, used only where one of those is unreadable,
+    by id and size (:meth:`ImageRecord.light_fingerprint`), so a large folder is not read through for a sample."""
+    count = len(records) if n is None else n
+    parts = [r.fingerprint() for r in records[:count]] + [r.light_fingerprint() for r in records[count:]]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def check_resolution_value(resolution: int) -> None:

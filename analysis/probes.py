@@ -36,6 +36,9 @@ C = 1.0
 RELATIVE_TOLERANCE = 1e-3
 #: A cap on L-BFGS iterations.
 MAX_ITERATIONS = 1000
+#: The stopping rule's absolute floor: float32 rounding leaves gradients of ~1e-8 where the optimum is exactly
+#: zero weights (tokens that say nothing about balanced labels).
+GRADIENT_FLOOR = 1e-7
 #: Whitening keeps directions whose singular value exceeds this fraction of the largest (the rank).
 RANK_TOLERANCE = 1e-7
 #: Ridge penalty of the pixel probe, as scikit-learn's default ``alpha``.
@@ -163,7 +166,7 @@ def fit_softmax(tokens: np.ndarray, labels: np.ndarray, device: str | torch.devi
     with torch.no_grad():
         first = float(objective())  # the gradient at zero weights sets the scale of the stopping rule
         start = largest_gradient()
-        tolerance = relative_tolerance * start
+        tolerance = max(relative_tolerance * start, GRADIENT_FLOOR)
         optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=MAX_ITERATIONS, history_size=10,
                                       tolerance_grad=tolerance, tolerance_change=1e-12, line_search_fn="strong_wolfe")
         optimiser.step(objective)  # one step runs L-BFGS until a tolerance or MAX_ITERATIONS
@@ -175,9 +178,11 @@ def fit_softmax(tokens: np.ndarray, labels: np.ndarray, device: str | torch.devi
 
 
 def _check_progress(first: float, last: float, start: float, reached: float, tolerance: float, evaluations: int):
-    """Raise if the fit left the objective where zero weights had it while the gradient was not small (it would
-    report chance); warn if it stopped (line search or :data:`MAX_ITERATIONS`) above its tolerance."""
-    if start > 0 and last >= first and reached > 0.5 * start:
+    """Raise if the fit ended with its gradient above half its start, or left the objective where zero weights
+    had it while the gradient was not small (either would report chance); warn if it stopped (line search or
+    :data:`MAX_ITERATIONS`) above its tolerance. Zero weights that are the optimum (a gradient at the float32
+    floor from the start) are neither."""
+    if start > 100 * GRADIENT_FLOOR and (reached > 0.5 * start or (last >= first and reached > tolerance)):
         raise ProbeFitError(f"the softmax fit made no progress from zero weights after {evaluations} evaluations "
                             f"(objective {last:.6g}, gradient {reached / start:.2g} of its start)")
     if reached > tolerance:

@@ -254,3 +254,13 @@ def test_an_entry_made_where_the_images_sat_elsewhere_is_read_here_and_points_at
                                                                         str(here / "coffee.png")]
     for record in images.records_of(read.meta["images"]):  # what reads pixels later reads this machine's copy
         assert np.array_equal(np.asarray(record.load()), images.BUILTIN_PHOTOS[record.image_id]())
+    # the same on a machine without the weights (the book job reads what a shard computed)
+    monkeypatch.setattr(models, "resolve_weights", lambda *a, **k: pytest.fail("weights looked up"))
+    monkeypatch.setattr(models, "_in_hf_cache", lambda name: False)
+    monkeypatch.delenv(models.WEIGHTS_DIR_ENV, raising=False)
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    recorded = features.extract(TINY, features.RunOptions(here, None, 224, weights_dir=empty, cache_dir=cache,
+                                                          progress=False))
+    assert sorted(image["origin"] for image in recorded.meta["images"]) == [str(here / "chelsea.png"),
+                                                                            str(here / "coffee.png")]

@@ -1,6 +1,7 @@
 """Image sources, conversions with notes, and one clear error per bad input."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +200,29 @@ def test_a_file_is_known_by_its_id_and_bytes_not_its_path(tmp_path):
     stale = images.ImageRecord("cat", str(second), digest=recorded[0].digest)
     assert stale.fingerprint() == images.ImageRecord("cat", str(second)).fingerprint()
     assert images.ImageRecord("chelsea", "builtin:chelsea").fingerprint() == "builtin:chelsea"
+
+
+def test_a_sample_is_keyed_by_its_images_contents_and_its_replacements_are_not_read(tmp_path, monkeypatch):
+    for index in range(4):
+        Image.new("RGB", (40, 40), (index, 0, 0)).save(tmp_path / f"photo_{index}.png")
+    ordered = images.sample_order(images.list_images(tmp_path), 2, seed=0)
+    key = images.image_set_key(ordered, 2)
+    read = []
+    original = images._file_digest.__wrapped__
+    monkeypatch.setattr(images, "_file_digest", lambda path, *stat: read.append(Path(path).name) or original(path, *stat))
+    assert images.image_set_key(ordered, 2) == key
+    assert read == [Path(r.origin).name for r in ordered[:2]]  # the two sampled files; the replacements only stat'ed
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(ordered[0].origin)  # a sampled image changes: another key
+    assert images.image_set_key(ordered, 2) != key
+    assert images.image_set_key(ordered, None) != images.image_set_key(ordered, 2)  # all four: all read
+
+
+def test_a_file_that_cannot_be_read_still_has_a_key(tmp_path, monkeypatch):
+    Image.new("RGB", (40, 40)).save(tmp_path / "locked.png")
+    record = images.ImageRecord("locked", str(tmp_path / "locked.png"))
+
+    def refuse(*args):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(images, "_file_digest", refuse)  # as a file without read permission (tests may run as root)
+    assert record.content_digest().startswith("unreadable-") and images.image_set_key([record])
