@@ -407,16 +407,21 @@ def judged(ratios: pd.DataFrame) -> pd.DataFrame:
     return ratios
 
 
+def accelerator_ratios(device: str, weights_dir: str | None, repeats: int = 3) -> list[dict]:
+    """The rows whose targets assume an accelerator: the hooked capture in float32 and in bfloat16, and the
+    position probe's fit (``repeats`` interleaved fits), on ``device``."""
+    return [capture_overhead(device=device, weights_dir=weights_dir),
+            capture_overhead(device=device, precision="bfloat16", weights_dir=weights_dir),
+            probe_fit_ratio(*position_probe_problem(weights_dir), repeats=repeats, device=device)]
+
+
 def device_checks(device: str, weights_dir: str | None, out: Path) -> int:
-    """The ratios whose targets assume an accelerator — the hooked capture in float32 and bfloat16, the position
-    probe's fit — on ``device``, written to ``out/device_ratios.parquet`` with the device's name and printed."""
+    """:func:`accelerator_ratios` on ``device``, written to ``out/device_ratios.parquet`` with the device's name
+    and printed."""
     from .features import resolve_device
 
     target = resolve_device(device)
-    ratios = [capture_overhead(device=device, weights_dir=weights_dir),
-              capture_overhead(device=device, precision="bfloat16", weights_dir=weights_dir),
-              probe_fit_ratio(*position_probe_problem(weights_dir), device=device)]
-    frame = judged(pd.DataFrame(ratios))
+    frame = judged(pd.DataFrame(accelerator_ratios(device, weights_dir)))
     frame["device"] = torch.cuda.get_device_name(target) if target.type == "cuda" else target.type
     write_parquet(frame, out / "device_ratios.parquet")
     print(frame.to_string(index=False))
@@ -443,11 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device_checks:
         return device_checks(args.device, weights_dir, out)
     rebuild, passes = rebuild_ratio(weights_dir)
-    ratios = [capture_overhead(device=args.device, weights_dir=weights_dir),
-              capture_overhead(device=args.device, precision="bfloat16", weights_dir=weights_dir),
-              rss_ratio(2 if args.quick else 4, weights_dir), rebuild]
-    ratios.append(probe_fit_ratio(*position_probe_problem(weights_dir), repeats=1 if args.quick else 3,
-                                  device=args.device))
+    ratios = accelerator_ratios(args.device, weights_dir, repeats=1 if args.quick else 3)
+    ratios += [rss_ratio(2 if args.quick else 4, weights_dir), rebuild]
     frame = judged(pd.DataFrame(ratios))
     sizes = models.FAMILIES["dinov2"][: 2 if args.quick else 4]
     measured = throughput(sizes, PAPER["norm_histogram"]["resolution"], n_images=1 if args.quick else 2,

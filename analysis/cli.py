@@ -113,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--set", default="ci", choices=list(parameter_sets.SETS))
 
     commands.add_parser("bench", add_help=False, help="measure the benchmark (see the book's appendix); its options "
-                                      "(--quick, --dry-run, --device, --precision, --device-checks) are analysis.bench's own")
+                                      "(--quick, --dry-run, --device, --precision, --device-checks) are "
+                                      "analysis.bench's own")
     return parser
 
 

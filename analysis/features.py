@@ -484,8 +484,8 @@ def pass_request(spec: str, ordered: list[images.ImageRecord], run: RunOptions, 
     machine without the weights (the book job of a sharded build) can find the entry another machine computed."""
     return {"spec": spec, "weights_file": Path(weights_file).name if weights_file else None,
             "images": f"{images.image_set_key(ordered, run.n_images)}:{run.n_images}",
-            "resolution": run.resolution, "square": square, "precision": run.precision, "metric_version": metrics.METRIC_VERSION,
-            "plant": plant.key() if plant is not None else None,
+            "resolution": run.resolution, "square": square, "precision": run.precision,
+            "metric_version": metrics.METRIC_VERSION, "plant": plant.key() if plant is not None else None,
             "register": [[neuron.block, neuron.neuron] for neuron in register]}
 
 
@@ -670,8 +670,7 @@ def _point_here(feats: Features, ordered: list[images.ImageRecord]) -> Features:
     reads pixels (the pixel probe, a test-time register's units) reads this machine's copy."""
     recorded = {image["image_id"] for image in feats.meta["images"] if image.get("digest") is not None}
     here = {(record.image_id, record.content_digest()): record.origin for record in ordered
-            if record.image_id in recorded and not record.origin.startswith(("builtin:", "digits:"))
-            and Path(record.origin).is_file()}
+            if record.image_id in recorded and Path(record.origin).is_file()}
     for image in feats.meta["images"]:
         image["origin"] = here.get((image["image_id"], image.get("digest")), image["origin"])
     return feats

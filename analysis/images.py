@@ -128,11 +128,8 @@ class ImageRecord:
         known by its size and times instead."""
         if self.origin.startswith(("builtin:", "digits:")):
             return None
-        try:
-            stat = Path(self.origin).stat()
-        except (FileNotFoundError, NotADirectoryError):
-            if self.digest is None:
-                raise
+        stat = self._stat_here()
+        if stat is None:
             return self.digest
         try:
             return _file_digest(self.origin, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
@@ -144,12 +141,18 @@ class ImageRecord:
         digest where the file is not here)."""
         if self.origin.startswith(("builtin:", "digits:")):
             return self.origin
+        stat = self._stat_here()
+        return f"file:{self.image_id}:{self.digest}" if stat is None else f"file:{self.image_id}:size-{stat.st_size}"
+
+    def _stat_here(self) -> os.stat_result | None:
+        """The file's ``stat`` on this machine, or None where it is not here but a pass recorded its
+        :attr:`digest` (a missing file with no recorded digest raises, as before)."""
         try:
-            return f"file:{self.image_id}:size-{Path(self.origin).stat().st_size}"
+            return Path(self.origin).stat()
         except (FileNotFoundError, NotADirectoryError):
             if self.digest is None:
                 raise
-            return f"file:{self.image_id}:{self.digest}"
+            return None
 
     def fingerprint(self) -> str:
         """Identity for cache keys: the builtin or digit name, or for a file its id and the hash of its bytes.

@@ -844,7 +844,8 @@ def merge_caches(sources: list[str | Path], into: str | Path, move: bool = False
       whose ``kept`` arrays are a strict superset replaces the other; otherwise ``into``'s stays.
     * Each entry lands atomically (a temporary folder, then a rename): a reader never sees half an entry.
     * Other folders (the planted object-discovery set) and files (a test-time register's chosen units,
-      ``<model>-units-<key>.json``, content-addressed too) are copied when missing; temporaries (``.tmp-*``, ``.*``) of running or killed writers are skipped.
+      ``<model>-units-<key>.json``, content-addressed too) are copied when missing; temporaries (``.tmp-*``,
+      ``.*``) of running or killed writers are skipped.
     * ``passes.jsonl`` is a log, not an index: the sources' lines are appended to ``into``'s, so the merged log
       counts every pass that filled the cache, wherever it ran. Merge each source once. (The build's
       zero-pass check compares the log before and after the build, so a merged log does not disturb it.)

@@ -12,8 +12,9 @@ Every probe sees tokens standardised with the fit set's mean and standard deviat
 
 which is scikit-learn's ``LogisticRegression(C=1.0)`` objective (``C·Σ loss + ½||W||²``) divided by ``C·n``;
 with two classes it is, as there, one logistic output. The problem is convex, so L-BFGS from zero weights
-(float32, on the caller's ``device``, in whitened coordinates: see :func:`fit_softmax`) heads for its unique optimum and stops near it (every gradient entry below
-:data:`RELATIVE_TOLERANCE` of its starting size): no seed is involved. The pixel probe is ridge regression
+(float32, on the caller's ``device``, in whitened coordinates: see :func:`fit_softmax`) heads for its unique
+optimum and stops near it (every gradient entry below :data:`RELATIVE_TOLERANCE` of its starting size): no seed
+is involved. The pixel probe is ridge regression
 (``alpha = 1``), solved exactly in closed form (float64).
 """
 

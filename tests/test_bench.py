@@ -58,7 +58,7 @@ def test_device_checks_write_only_the_gpu_ratios_with_their_targets_and_device(m
     monkeypatch.setattr(bench, "capture_overhead", lambda device, precision="float32", weights_dir=None: {
         "metric": "capture_overhead" + ("" if precision == "float32" else "_" + precision), "value": 1.02})
     monkeypatch.setattr(bench, "position_probe_problem", lambda weights_dir: ("tokens", "labels", "problem"))
-    monkeypatch.setattr(bench, "probe_fit_ratio", lambda *args, device: {"metric": "probe_fit_over_sklearn",
+    monkeypatch.setattr(bench, "probe_fit_ratio", lambda *args, repeats, device: {"metric": "probe_fit_over_sklearn",
                                                                           "value": 0.5})
     assert bench.main(["--device-checks", "--device", "cpu", "--out", str(tmp_path)]) == 0
     frame = pd.read_parquet(tmp_path / "device_ratios.parquet")

@@ -209,7 +209,8 @@ def test_a_sample_is_keyed_by_its_images_contents_and_its_replacements_are_not_r
     key = images.image_set_key(ordered, 2)
     read = []
     original = images._file_digest.__wrapped__
-    monkeypatch.setattr(images, "_file_digest", lambda path, *stat: read.append(Path(path).name) or original(path, *stat))
+    monkeypatch.setattr(images, "_file_digest",
+                        lambda path, *stat: read.append(Path(path).name) or original(path, *stat))
     assert images.image_set_key(ordered, 2) == key
     assert read == [Path(r.origin).name for r in ordered[:2]]  # the two sampled files; the replacements only stat'ed
     Image.new("RGB", (40, 40), (9, 9, 9)).save(ordered[0].origin)  # a sampled image changes: another key
