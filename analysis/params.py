@@ -1,5 +1,9 @@
-"""The two named parameter sets of the book, and the choice between them.
+"""The three named parameter sets of the book, and the choice between them.
 
+* ``lite`` – real pretrained models a laptop (or one free GPU) runs in minutes: the paper's DINO ViT-B/16,
+  DINOv2 ViT-S/14 and ViT-B/14 with and without registers, DeiT-III ViT-B/16 and OpenCLIP ViT-B/16, plus LOST's
+  own DINO ViT-S/16 for object discovery (about 2 GB of weights from the hub); the shipped photos at 224 px.
+  The paper's ViT-g claims are not judged on it (each page says so).
 * ``paper`` – the paper's models and a larger resolution; for a machine with the weights
   (in a local folder, the Hugging Face cache, or the hub). Its images are Imagenette (100 per page, 50 per
   class for the class probe) when ``make images`` has put it in ``data/imagenette``, else the shipped photos
@@ -14,19 +18,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .images import imagenette_available
+from .images import BUILTIN_PHOTOS, imagenette_available
 from .models import CENSUS, OFFLINE_MODEL, ModelSpec, weights_available
 
 TINY = OFFLINE_MODEL
 
 COMMON_CI = {"image_source": "builtin", "n_images": 8, "resolution": 224, "seed": 0, "threshold": 150.0}
-#: The paper measured thousands of ImageNet images; the ``paper`` set uses Imagenette (10 ImageNet classes,
-#: ``make images``) when it is on this machine, else the 12 shipped photos — every page names its sample.
+#: The paper measured thousands of ImageNet images; the ``paper`` set draws 100 per page from Imagenette (10 ImageNet
+#: classes, ``make images``) and 50 per class for the class probe, whether or not Imagenette is on the machine that
+#: plans the run (the plan counts what the published book will draw; a page without it stops with one line).
 IMAGENETTE = imagenette_available()
-PAPER_IMAGES = {"image_source": "imagenette", "n_images": 100} if IMAGENETTE else {"image_source": "builtin",
-                                                                                 "n_images": 12}
-PAPER_LABELLED = {"labelled_source": "imagenette", "per_class": 50} if IMAGENETTE else {"labelled_source": "digits",
-                                                                                        "per_class": 50}
+PAPER_IMAGES = {"image_source": "imagenette", "n_images": 100}
+#: The lite set's class probe: Imagenette when ``make images`` put it here (20 per class), else the digits.
+LITE_LABELLED = {"labelled_source": "imagenette" if IMAGENETTE else "digits", "per_class": 20}
+PAPER_LABELLED = {"labelled_source": "imagenette", "per_class": 50}
 COMMON_PAPER = {**PAPER_IMAGES, "resolution": 448, "seed": 0, "threshold": 150.0}
 #: Pages that draw their own (labelled or annotated) images take everything but the image sample.
 UNLABELLED_CI = {k: v for k, v in COMMON_CI.items() if k not in ("image_source", "n_images")}
@@ -111,7 +116,41 @@ PAPER: dict[str, dict] = {
     "quality": {},
 }
 
-SETS = {"ci": CI, "paper": PAPER}
+#: The ``lite`` set's models (timm names): every weight file it downloads, about 2 GB in all.
+DINO_B16 = "vit_base_patch16_224.dino"
+DINO_S16 = "vit_small_patch16_224.dino"  # LOST's own model (CorLoc 61.9 on VOC 2007 in the LOST paper)
+DINOV2_S14, DINOV2_S14_REG = "vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2.lvd142m"
+DINOV2_B14, DINOV2_B14_REG = "vit_base_patch14_dinov2.lvd142m", "vit_base_patch14_reg4_dinov2.lvd142m"
+DEIT3_B16 = "deit3_base_patch16_224.fb_in22k_ft_in1k"
+OPENCLIP_B16 = "vit_base_patch16_clip_224.laion2b"
+LITE_MODELS = [DINO_B16, DINOV2_S14, DINOV2_S14_REG, DINOV2_B14, DINOV2_B14_REG, DEIT3_B16, OPENCLIP_B16, DINO_S16]
+#: Every shipped photo (no download besides the weights), at 224 px: minutes on a laptop's CPU.
+COMMON_LITE = {"image_source": "builtin", "n_images": len(BUILTIN_PHOTOS), "resolution": 224, "seed": 0,
+               "threshold": 150.0}
+UNLABELLED_LITE = {k: v for k, v in COMMON_LITE.items() if k not in ("image_source", "n_images")}
+
+LITE: dict[str, dict] = {
+    "attention_maps": {**COMMON_LITE, "models": [DINO_B16, DINOV2_B14, DEIT3_B16, OPENCLIP_B16, DINOV2_B14_REG]},
+    "norm_histogram": {**COMMON_LITE, "models": [DINO_B16, DINOV2_B14]},
+    "layer_dependence": {**{k: v for k, v in COMMON_LITE.items() if k != "threshold"}, "model": DINOV2_B14},
+    "model_size": {**COMMON_LITE, "models": [DINOV2_S14, DINOV2_B14]},
+    "training_time": {**COMMON_LITE, "model": DINOV2_B14, "checkpoints": ["random", "pretrained"],
+                      "training_fractions": [0.0, 1.0]},
+    "redundancy": {**COMMON_LITE, "model": DINOV2_B14},
+    "registers": {**COMMON_LITE, "models": [DINOV2_S14, DINOV2_S14_REG, DINOV2_B14, DINOV2_B14_REG]},
+    "information_probes": {**UNLABELLED_LITE, "model": DINOV2_B14, **LITE_LABELLED},
+    "test_time_registers": {**COMMON_LITE, "model": DINOV2_B14},
+    "object_discovery": {**UNLABELLED_LITE, "n_discovery": 100,
+                         "models": [DINO_S16, DINOV2_B14, DINOV2_B14_REG, DEIT3_B16, OPENCLIP_B16]},
+    "census": {**COMMON_LITE, "models": [m for m in LITE_MODELS], "controls": [f"random:{DINOV2_B14}"]},
+    "claims": {},
+    "summary": {},
+    "your_image": {**UNLABELLED_LITE, "image": "builtin:chelsea", "models": [DINO_B16, DINOV2_B14, DINOV2_B14_REG]},
+    "validation": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, "n_images": 12},
+    "quality": {},
+}
+
+SETS = {"ci": CI, "lite": LITE, "paper": PAPER}
 
 
 def dry_run_set(specs: list[str], n_images: int = 2, device: str = "auto") -> dict[str, dict]:
@@ -149,9 +188,9 @@ def missing_weights(name: str, weights_dir: str | Path | None = None) -> list[st
 
 
 def choose(name: str, weights_dir: str | Path | None = None) -> str:
-    """``auto`` → the richest set whose weights are all available offline; else ``name`` itself."""
+    """``auto`` → the richest set whose weights are all available offline (paper, then lite); else ``name``."""
     if name != "auto":
         if name not in SETS:
             raise ValueError(f"unknown parameter set {name!r}; choose one of: auto, {', '.join(SETS)}")
         return name
-    return "paper" if not missing_weights("paper", weights_dir) else "ci"
+    return next((candidate for candidate in ("paper", "lite") if not missing_weights(candidate, weights_dir)), "ci")
