@@ -31,7 +31,7 @@ STAMP := $(VENV)/.installed
 
 OFFLINE_MODEL := vit_tiny_patch16_224.augreg_in21k_ft_in1k
 
-.PHONY: book test bench env clean weights images plan passes merge
+.PHONY: book test bench env clean weights images plan passes merge dry-run voc
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m analysis bench $(BENCH_ARGS)
 
+# every page of a set (PARAMS=lite) at full size on 2 images, its models planted as random-valued weights in a
+# Hugging Face cache of the real layout and loaded by timm offline; checks the plan's estimate against its target
+dry-run: $(STAMP)
+	$(PY) -m analysis.dry_run --set $(if $(filter auto,$(PARAMS)),lite,$(PARAMS))
+
 plan: $(STAMP)
 	$(PY) -m analysis plan --set $(PARAMS) $(PLAN_ARGS)
 
@@ -71,6 +76,14 @@ images: data/imagenette
 
 data/imagenette: | $(STAMP)
 	$(PY) -m analysis fetch-images imagenette --to $@
+
+# (connected machine) PASCAL VOC 2007 trainval (5011 images, ~450 MB download) into VOC_DIR, for the object-discovery
+# page's Table 3 comparison; fetched into a temporary folder and renamed into place once complete
+VOC_DIR ?= $(or $(REGISTERS_VOC),data/voc2007)
+voc: $(VOC_DIR)
+
+$(VOC_DIR): | $(STAMP)
+	$(PY) -m analysis fetch-voc --to $@
 
 clean:
 	rm -rf _build

@@ -1,7 +1,8 @@
 """Benchmark: ratios measured in one run on one machine (never timed tests).
 
 ``python -m analysis bench [--quick] [--dry-run] [--device D] [--precision P]`` measures (``--device-checks
---device cuda``: only the capture and probe ratios, whose targets assume a GPU, in a few minutes)
+--device cuda``: only the capture and probe ratios, whose targets assume a GPU, and the ``lite`` set's passes
+timed on that device, in a few minutes)
 
 1. hooked capture (every block's norms + last-block attention + patch embedding) vs a bare
    ``forward_features`` of the same model and batch — target ≤ 1.10×;
@@ -18,12 +19,14 @@
 Missed targets are printed and shown on the appendix (a slow machine is not an error); the command fails
 only on an error or a page that cannot run at full size.
 
-Results go to ``_build/bench/`` as parquet (``ratios``, ``throughput``) for the book's appendix.
+Results go to ``_build/bench/`` as parquet (``ratios``, ``throughput``; a device check: ``device_ratios``,
+``device_passes``) for the book's appendix.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -415,16 +418,60 @@ def accelerator_ratios(device: str, weights_dir: str | None, repeats: int = 3) -
             probe_fit_ratio(*position_probe_problem(weights_dir), repeats=repeats, device=device)]
 
 
-def device_checks(device: str, weights_dir: str | None, out: Path) -> int:
-    """:func:`accelerator_ratios` on ``device``, written to ``out/device_ratios.parquet`` with the device's name
-    and printed."""
+def _device_name(target: torch.device) -> str:
+    return torch.cuda.get_device_name(target) if target.type == "cuda" else target.type
+
+
+def set_pass_times(set_name: str = "lite", device: str = "auto", weights_dir: str | None = None,
+                   pages: list[str] | None = None, overrides: dict | None = None,
+                   workdir: str | Path | None = None) -> pd.DataFrame:
+    """Every pass of ``set_name``'s plan (:func:`analysis.plan.build_plan`), run on ``device`` with each model's
+    weights replaced by a random initialisation of the same architecture (the same compute at the same size; no
+    weights to fetch): one row per pass with its measured seconds (loading the model included, drawing the
+    images not) beside the plan's estimate for a hosted 4-core runner. Each group of passes (a pass and the one
+    it needs first) runs in a cache folder of its own, so that two passes the random weights make alike (a
+    checkpoint and its random initialisation) both run. A moved pass that its page runs only where the released
+    pass has outliers is skipped where the random pass has none (its row says so)."""
+    from . import plan as pass_plan
+    from .features import resolve_device
+
+    target = resolve_device(device)
+    planned = pass_plan.build_plan(set_name, overrides, weights_dir, pages=pages)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(workdir or tmp)
+        for number, group in enumerate(planned.groups()):
+            ran = [dataclasses.replace(p, spec=f"{models.RANDOM_PREFIX}{p.model}", weights_file=None)
+                   for p in group]
+            done = pass_plan.run_passes(ran, root / f"group_{number:03d}", weights_dir, device, progress=False)
+            for p, record in zip(group, done):
+                rows.append({"set": set_name, "id": p.id, "model": p.model, "kind": p.kind,
+                             "resolution": p.resolution, "images": planned.estimates[p.id].images,
+                             "seconds": record["seconds"], "outcome": record["outcome"],
+                             "estimated_seconds": planned.estimates[p.id].seconds,
+                             "device": _device_name(target), "device_type": target.type})
+    return pd.DataFrame(rows)
+
+
+def device_checks(device: str, weights_dir: str | None, out: Path, pass_set: str | None = "lite") -> int:
+    """:func:`accelerator_ratios` on ``device``, written to ``out/device_ratios.parquet`` with the device's name,
+    and the passes of ``pass_set`` timed there (:func:`set_pass_times`) into ``out/device_passes.parquet``;
+    both printed."""
     from .features import resolve_device
 
     target = resolve_device(device)
     frame = judged(pd.DataFrame(accelerator_ratios(device, weights_dir)))
-    frame["device"] = torch.cuda.get_device_name(target) if target.type == "cuda" else target.type
+    frame["device"], frame["device_type"] = _device_name(target), target.type
+    frame["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     write_parquet(frame, out / "device_ratios.parquet")
     print(frame.to_string(index=False))
+    if pass_set:
+        passes = set_pass_times(pass_set, device, weights_dir)
+        passes["date"] = frame["date"].iloc[0]
+        write_parquet(passes, out / "device_passes.parquet")
+        print(passes.drop(columns=["id"]).to_string(index=False))
+        print(f"the {pass_set} set's {len(passes)} passes on {_device_name(target)}: {passes.seconds.sum():.0f} s "
+              f"(the plan estimates {passes.estimated_seconds.sum() / 60:.0f} min on a hosted 4-core runner)")
     return 0
 
 
@@ -439,14 +486,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="float32", help="float32 or bfloat16 (autocast) for the throughput")
     parser.add_argument("--device-checks", action="store_true",
                         help="only the ratios a GPU decides (capture in float32 and bfloat16, the probe fit) on "
-                             "--device, into device_ratios.parquet: minutes, for a lent GPU machine")
+                             "--device, into device_ratios.parquet, and the --pass-set's passes timed there, "
+                             "into device_passes.parquet: minutes, for a lent GPU machine")
+    parser.add_argument("--pass-set", default="lite", choices=["lite", "ci", "paper", "none"],
+                        help="with --device-checks: the parameter set whose passes are timed (none: no passes)")
     args = parser.parse_args(argv)
     import os
 
     weights_dir = args.weights_dir or os.environ.get(models.WEIGHTS_DIR_ENV)
     out = Path(args.out)
     if args.device_checks:
-        return device_checks(args.device, weights_dir, out)
+        return device_checks(args.device, weights_dir, out, None if args.pass_set == "none" else args.pass_set)
     rebuild, passes = rebuild_ratio(weights_dir)
     ratios = accelerator_ratios(args.device, weights_dir, repeats=1 if args.quick else 3)
     ratios += [rss_ratio(2 if args.quick else 4, weights_dir), rebuild]

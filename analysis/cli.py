@@ -1,4 +1,4 @@
-"""Command line: ``python -m analysis {build,run,plan,pass,merge,fetch,fetch-images,params,bench}``.
+"""Command line: ``python -m analysis {build,run,plan,pass,merge,fetch,fetch-images,fetch-voc,params,bench}``.
 
 Errors in what the user asked for (an unknown page or parameter, a model or image that cannot be had, a page
 whose notebook failed) print one line, ``error: …``, and exit 2. Anything else is a bug and keeps its
@@ -86,11 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="the plan as JSON (passes, totals, shards, matrix)")
     plan.add_argument("--shards", type=int, default=None, help="split into N shards (default: the fewest that fit)")
     plan.add_argument("--github-output", metavar="FILE",
-                      help="append matrix=<json> and shards=<N> to FILE (a GitHub Actions step's $GITHUB_OUTPUT)")
+                      help="append matrix=<json>, shards=<N>, models=<names> and weights_key=<hash of the models> "
+                           "to FILE (a GitHub Actions step's $GITHUB_OUTPUT)")
 
     run_pass = command("pass", help="run passes of the plan (by id, one shard, or all) into a cache")
     _add_set(run_pass, "ci")
-    run_pass.add_argument("ids", nargs="*", metavar="ID", help="pass ids from `plan` (default: all, or --shard)")
+    run_pass.add_argument("ids", nargs="*", metavar="ID", help="pass ids from `plan`, parts among them (a split "
+                          "pass's own id: all its parts; default: all, or --shard)")
     run_pass.add_argument("--shard", metavar="K/N", help="the K-th of N shards of the plan (balanced by seconds)")
     run_pass.add_argument("--cache", help="cache folder to fill (default: the build's, <build-dir>/cache)")
     run_pass.add_argument("--device", help="override every pass's device (e.g. cuda on a GPU runner)")
@@ -108,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     fetch_images.add_argument("dataset", choices=["imagenette"])
     fetch_images.add_argument("--to", required=True, help="target folder (one sub-folder per class)")
     fetch_images.add_argument("--split", default="val", choices=["train", "val"])
+
+    fetch_voc = command("fetch-voc", help="(connected machine) save PASCAL VOC 2007 trainval, atomically (Table 3)")
+    fetch_voc.add_argument("--to", default=None,
+                           help="target folder (default: $REGISTERS_VOC, else data/voc2007); holds VOCdevkit/VOC2007")
 
     show = command("params", help="print a parameter set")
     show.add_argument("--set", default="ci", choices=list(parameter_sets.SETS))
@@ -134,7 +140,7 @@ def _build(args) -> None:
 
 
 def _plan(args) -> None:
-    from .plan import build_plan, format_plan
+    from .plan import build_plan, format_plan, weights_key
 
     plan = build_plan(args.set, _parameters(args.parameter), args.weights_dir, Path(args.build_dir) / "bench")
     shards = args.shards or plan.suggested_shards()
@@ -142,6 +148,8 @@ def _plan(args) -> None:
         with open(args.github_output, "a") as handle:
             handle.write(f"matrix={json.dumps(plan.matrix(shards), separators=(',', ':'))}\n")
             handle.write(f"shards={shards}\n")
+            handle.write(f"models={' '.join(plan.models())}\n")
+            handle.write(f"weights_key={weights_key(plan.models())}\n")
     print(json.dumps(plan.as_json(shards), indent=1, default=str) if args.json else format_plan(plan, shards))
 
 
@@ -173,7 +181,8 @@ def _dispatch(args, extra: list[str]) -> int:
         counts = merge_caches(args.sources, args.into, move=args.move)
         print(f"[merge] into {args.into}: {counts['copied']} entries copied, {counts['replaced']} replaced by one "
               f"holding more arrays, {counts['kept']} already there; {counts['folders']} other folders and "
-              f"{counts['files']} other files copied; "
+              f"{counts['files']} other files copied; {counts['parts']} parts of split passes taken, "
+              f"{counts['assembled']} entries joined from complete sets of parts; "
               f"{counts['log_lines']} pass-log lines appended")
     elif args.command == "fetch":
         from .models import save_weights
@@ -183,6 +192,10 @@ def _dispatch(args, extra: list[str]) -> int:
         from .images import save_imagenette
 
         print(save_imagenette(args.to, args.split))
+    elif args.command == "fetch-voc":
+        from .voc import VOC_ENV, default_voc_dir, save_voc2007
+
+        print(save_voc2007(args.to or os.environ.get(VOC_ENV) or default_voc_dir()))
     elif args.command == "params":
         print(json.dumps(parameter_sets.SETS[args.set], indent=1))
     elif args.command == "bench":

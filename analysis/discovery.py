@@ -31,11 +31,22 @@ floor by construction, with or without any intervention. ``box_area_share``, ``f
 ``at_floor`` detect this; a CorLoc comparison in which both sides are at their floor says nothing (one side
 off its floor is a real difference: the paper's DINOv2 without registers against with them).
 
-VOC-style folders (``JPEGImages/`` + ``Annotations/*.xml``) are read directly.
+VOC-style folders (``JPEGImages/`` + ``Annotations/*.xml``, optionally ``ImageSets/Main/<split>.txt``) are read
+directly, also from a folder above them (torchvision's ``VOCdevkit/VOC2007``; ``make voc`` fetches VOC 2007 trainval,
+:mod:`analysis.voc`). True boxes follow LOST's VOC protocol (``extract_gt_VOC`` in LOST's ``datasets.py``): every
+object counts, *difficult* and *truncated* ones included (LOST's ``--no_hard`` is off for its published CorLoc).
+
+Table 3. :func:`table3` puts each model's CorLoc (interval over images) beside the published figure for its family
+and condition on VOC 2007 trainval (:data:`PUBLISHED_VOC07`: DINO 61.9 from LOST, quoted by the paper; DINOv2
+35.3 → 55.4, DeiT-III 11.7 → 27.1, OpenCLIP 38.8 → 37.1 with registers) and lists how this run's setting differs
+(:func:`setting_differences`): LOST reads each image at its own size, the page squeezes it to a square; the paper's
+own models (not released) read values for DeiT-III and OpenCLIP and add a bias to the Gram matrix. The published
+figure is context, never a verdict.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,38 +159,79 @@ def corloc(predicted: list[Box], truth: list[list[Box]], threshold: float = 0.5)
     return float(np.mean(hits(predicted, truth, threshold)))
 
 
-def read_voc_boxes(path: Path) -> list[Box]:
-    """Boxes of a VOC annotation (1-based inclusive pixel coordinates → 0-based, end exclusive)."""
+def _flag(obj, tag: str) -> bool:
+    """A VOC object's ``<difficult>`` / ``<truncated>`` flag (absent: 0)."""
+    node = obj.find(tag)
+    return node is not None and (node.text or "").strip() == "1"
+
+
+def read_voc_boxes(path: Path, exclude_hard: bool = False) -> list[Box]:
+    """Boxes of a VOC annotation (1-based inclusive pixel coordinates → 0-based, end exclusive), as LOST's
+    ``extract_gt_VOC`` reads them (``datasets.py``).
+
+    Every object counts, *difficult* and *truncated* ones included: LOST's default, with which its published
+    CorLoc (61.9 on VOC07 trainval) and the paper's Table 3 were measured. ``exclude_hard`` is LOST's
+    ``--no_hard`` option instead: objects flagged truncated or difficult are left out.
+    """
     root = ElementTree.parse(path).getroot()
     boxes = []
     for obj in root.iter("object"):
+        if exclude_hard and (_flag(obj, "truncated") or _flag(obj, "difficult")):
+            continue
         bnd = obj.find("bndbox")
         x0, y0, x1, y1 = (float(bnd.find(tag).text) for tag in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append((x0 - 1, y0 - 1, x1, y1))
     return boxes
 
 
-def list_voc(root: str | Path, split: str | None = None) -> list[tuple[Path, list[Box]]]:
-    """``(image path, true boxes)`` of a VOC-style folder, sorted; ``split`` names ``ImageSets/Main/<split>.txt``."""
-    from .images import ImageError
+def list_voc(root: str | Path, split: str | None = None, exclude_hard: bool = False) -> list[tuple[Path, list[Box]]]:
+    """``(image path, true boxes)`` of a VOC-style folder, sorted; ``split`` names ``ImageSets/Main/<split>.txt``
+    (None: every annotation in the folder).
 
-    root = Path(root)
+    ``root`` may be the VOC-style folder itself or a folder above it (``VOCdevkit/VOC2007`` as torchvision lays it
+    out, :func:`analysis.voc.resolve_voc_folder`). Images without a true box are left out (with ``exclude_hard``,
+    LOST's ``--no_hard``, also those whose every object is difficult or truncated; :func:`read_voc_boxes`).
+    """
+    from .images import ImageError
+    from .voc import resolve_voc_folder
+
+    root = resolve_voc_folder(root)
     annotations = root / "Annotations"
     if not annotations.is_dir() or not (root / "JPEGImages").is_dir():
         raise ImageError(f"{root} is not a VOC-style folder (needs JPEGImages/ and Annotations/)")
     if split:
-        names = (root / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+        listing = root / "ImageSets" / "Main" / f"{split}.txt"
+        if not listing.is_file():
+            raise ImageError(f"{root} has no {split!r} split (no ImageSets/Main/{split}.txt)")
+        names = listing.read_text().split()
     else:
         names = sorted(p.stem for p in annotations.glob("*.xml"))
     items = []
     for name in names:
         image = root / "JPEGImages" / f"{name}.jpg"
-        boxes = read_voc_boxes(annotations / f"{name}.xml")
+        annotation = annotations / f"{name}.xml"
+        boxes = read_voc_boxes(annotation, exclude_hard) if annotation.is_file() else []
         if image.is_file() and boxes:
             items.append((image, boxes))
     if not items:
-        raise ImageError(f"{root} holds no annotated images")
+        raise ImageError(f"{root} holds no annotated images" + (f" in its {split!r} split" if split else ""))
     return items
+
+
+def voc_dataset(root: str | Path) -> str:
+    """Which dataset a VOC-style folder holds: its ``VOC<year>`` name (the folder's own, else the ``<folder>`` tag
+    of its first annotation, as the devkit writes it), else the folder's name."""
+    from .voc import resolve_voc_folder
+
+    root = resolve_voc_folder(root)
+    if re.match(r"^VOC\d{4}$", root.name):
+        return root.name
+    first = next(iter(sorted((root / "Annotations").glob("*.xml"))), None)
+    if first is not None:
+        tag = ElementTree.parse(first).getroot().findtext("folder")
+        if tag and re.match(r"^VOC\d{4}$", tag.strip()):
+            return tag.strip()
+    return root.name
 
 
 def write_voc_annotation(path: Path, name: str, size: tuple[int, int], boxes: list[Box]) -> None:
@@ -243,11 +295,16 @@ def hits(predicted: list[Box], truth: list[list[Box]], threshold: float = 0.5) -
 
 @dataclass(frozen=True)
 class AnnotatedSample:
-    """Annotated images: records to run, true boxes and original sizes (pixels), in the same order."""
+    """Annotated images: records to run, true boxes and original sizes (pixels), in the same order; and where
+    they were drawn from: ``dataset`` (``"VOC2007"``, another ``VOC<year>`` or folder name, or ``"planted"``),
+    ``split`` and ``available`` (annotated images there before the draw)."""
 
     records: list  # analysis.images.ImageRecord
     truth: list[list[Box]]
     sizes: list[tuple[int, int]]  # (width, height)
+    dataset: str = "planted"
+    split: str | None = None
+    available: int | None = None
 
     def scales(self, resolution: int) -> list[tuple[float, float]]:
         """Per image ``(sx, sy)`` from the squeezed ``resolution``-px square back to its original pixels."""
@@ -255,7 +312,19 @@ class AnnotatedSample:
 
     def subset(self, indices) -> "AnnotatedSample":
         return AnnotatedSample([self.records[i] for i in indices], [self.truth[i] for i in indices],
-                               [self.sizes[i] for i in indices])
+                               [self.sizes[i] for i in indices], self.dataset, self.split, self.available)
+
+    @property
+    def is_voc2007(self) -> bool:
+        return self.dataset == "VOC2007"
+
+    def describe(self) -> str:
+        """The images in words, without machine paths: ``"100 of the 5011 images of VOC2007 trainval"``,
+        ``"16 images of the planted set"``."""
+        if self.dataset == "planted":
+            return f"{len(self.records)} images of the planted set (synthetic, not VOC)"
+        where = f"{self.dataset} {self.split}" if self.split else self.dataset
+        return f"{len(self.records)} of the {self.available} annotated images of {where}"
 
 
 def annotated_sample(voc_root: str | Path | None, voc_split: str | None, n_images: int, seed: int = 0,
@@ -265,10 +334,11 @@ def annotated_sample(voc_root: str | Path | None, voc_split: str | None, n_image
     from . import features, images
 
     folder = voc_root or planted_voc(Path(cache_dir or features.default_cache_dir()) / "planted_voc", n_images, seed)
-    items = list_voc(folder, voc_split)
-    items = [items[i] for i in sorted(np.random.default_rng(seed).permutation(len(items))[:n_images])]
+    everything = list_voc(folder, voc_split)
+    items = [everything[i] for i in sorted(np.random.default_rng(seed).permutation(len(everything))[:n_images])]
     return AnnotatedSample([images.ImageRecord(path.stem, str(path)) for path, _ in items],
-                           [boxes for _, boxes in items], [images.read_image_file(path).size for path, _ in items])
+                           [boxes for _, boxes in items], [images.read_image_file(path).size for path, _ in items],
+                           voc_dataset(folder) if voc_root else "planted", voc_split, len(everything))
 
 
 @dataclass(frozen=True)
@@ -282,6 +352,8 @@ class LostResult:
     found: list[Discovery]
     boxes: list[Box]
     hits: np.ndarray
+    resolution: int | None = None  # side of the square each image was squeezed to (pixels)
+    patch_size: int | None = None
 
     @property
     def at_floor(self) -> bool:
@@ -290,7 +362,7 @@ class LostResult:
     def subset(self, indices) -> "LostResult":
         return LostResult(self.spec, self.weights, self.random_weights, self.num_registers,
                           [self.found[i] for i in indices],
-                          [self.boxes[i] for i in indices], self.hits[list(indices)])
+                          [self.boxes[i] for i in indices], self.hits[list(indices)], self.resolution, self.patch_size)
 
     def row(self, condition: str | None = None) -> dict:
         """One row of the page's table: CorLoc and the share of whole-image boxes (the floor); ``condition``
@@ -308,7 +380,11 @@ def evaluate(feats, sample: AnnotatedSample, k: int = 100) -> LostResult:
     found = discover(np.asarray(feats.arrays["keys"][:, prefix:]), feats.grid, k)
     boxes = pixel_boxes(found, int(feats.meta["patch_size"]), sample.scales(int(feats.meta["resolution"])))
     return LostResult(feats.meta["spec"], feats.provenance.label(), feats.provenance.is_random,
-                      int(feats.meta["num_registers"]), found, boxes, hits(boxes, sample.truth))
+                      int(feats.meta["num_registers"]), found, boxes, hits(boxes, sample.truth),
+                      int(feats.meta["resolution"]), int(feats.meta["patch_size"]))
+
+
+TEST_TIME_CONDITION = "test-time register (held-out half)"
 
 
 @dataclass(frozen=True)
@@ -319,6 +395,7 @@ class MovedComparison:
     moved_any: bool  # did the move remove any high-norm patch?
     at_floor: bool  # both sides at LOST's floor: the comparison says nothing
     rows: list[dict]
+    results: tuple = ()  # the LostResults behind ``rows``, in the same order (held-out half: moved, as released)
 
 
 def compare_moved(released: LostResult, high: np.ndarray, moved, sample: AnnotatedSample, cutoff: float,
@@ -338,7 +415,7 @@ def compare_moved(released: LostResult, high: np.ndarray, moved, sample: Annotat
         (findings.patch_grid(moved.moved, "norm") > cutoff).sum() < high[moved.held_out].sum())
     return MovedComparison(findings.paired_gap(after.hits, held.hits, seed), moved_any,
                            after.at_floor and held.at_floor,
-                           [after.row("test-time register (held-out half)"), held.row("as released (held-out half)")])
+                           [after.row(TEST_TIME_CONDITION), held.row("as released (held-out half)")], (after, held))
 
 
 def results_table(lost: dict[str, "LostResult"], compared: dict[str, MovedComparison]) -> "pd.DataFrame":
@@ -385,3 +462,229 @@ def judge_register_pair(plain: LostResult, with_registers: LostResult, seed: int
         ModelSpec.parse(plain.spec).name, ModelSpec.parse(with_registers.spec).name,
         plain.random_weights or with_registers.random_weights,
         findings.paired_gap(with_registers.hits, plain.hits, seed), plain.at_floor and with_registers.at_floor)
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's Table 3: the published CorLoc on VOC 2007 beside the measured one, with the differences of setting
+
+#: LOST's VOC 2007 protocol (valeoai/LOST at fcedbec: README "PASCAL-VOC", ``main_lost.py``, ``datasets.py``):
+#: VOC07 *trainval*, all of its images; every object a true box (difficult and truncated ones too: ``--no_hard``
+#: is off by default); each image at its own size, normalised and zero-padded right and bottom to a multiple of
+#: the patch size; keys of the last block, CLS dropped, heads concatenated; ``k_patches`` = 100; a hit is IoU ≥ 0.5
+#: with any true box.
+PUBLISHED_SPLIT = "trainval"
+PUBLISHED_IMAGES = 5011
+PUBLISHED_K = 100
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published LOST CorLoc on VOC 2007 trainval, and how it was measured."""
+
+    corloc: float  # share of images, e.g. 0.619
+    model: str  # what it was measured on, in words
+    source: str
+    timm: str | None = None  # the same weights under their timm name, where they are released
+    features: str = "keys"  # which last-block features LOST read
+    gram_bias: bool = False  # a bias added to the Gram matrix of the features (value not published)
+
+
+_DARCET = "Darcet et al. 2024, Table 3"
+_LOST = "Siméoni et al. 2021 (LOST)"
+#: The paper's own models (Sec. 3.1, none released): "values for DeiT and OpenCLIP, and for DINOv2, we use keys
+#: [...] we manually add a bias to the gram matrix of features" (Sec. 3.3). DINO is LOST's own figure, which the
+#: paper quotes (Sec. 3.3); LOST's README table adds its other DINO architectures (same protocol).
+PUBLISHED_VOC07: dict[tuple[str, bool], Published] = {
+    ("dino", False): Published(0.619, "DINO ViT-S/16", f"{_LOST}; quoted in Darcet et al. 2024, Sec. 3.3",
+                               "vit_small_patch16_224.dino"),
+    ("dinov2", False): Published(0.353, "the paper's DINOv2 ViT-L/14 trained on ImageNet-22k", _DARCET, None,
+                                 "keys", True),
+    ("dinov2", True): Published(0.554, "the paper's DINOv2 ViT-L/14 +reg4 trained on ImageNet-22k", _DARCET, None,
+                                "keys", True),
+    ("deit3", False): Published(0.117, "the paper's DeiT-III ViT-B/16 trained on ImageNet-22k", _DARCET, None,
+                                "values", True),
+    ("deit3", True): Published(0.271, "the paper's DeiT-III ViT-B/16 +reg4 trained on ImageNet-22k", _DARCET, None,
+                               "values", True),
+    ("openclip", False): Published(0.388, "the paper's OpenCLIP ViT-B/16 trained on licensed Shutterstock data",
+                                   _DARCET, None, "values", True),
+    ("openclip", True): Published(0.371, "the paper's OpenCLIP ViT-B/16 +reg4 trained on licensed Shutterstock data",
+                                  _DARCET, None, "values", True),
+}
+#: LOST's README table (VOC07 trainval) for its other DINO ViTs.
+LOST_DINO_VOC07: dict[str, Published] = {
+    "vit_small_patch16_224.dino": PUBLISHED_VOC07[("dino", False)],
+    "vit_small_patch8_224.dino": Published(0.555, "DINO ViT-S/8", f"{_LOST}, README", "vit_small_patch8_224.dino"),
+    "vit_base_patch16_224.dino": Published(0.601, "DINO ViT-B/16", f"{_LOST}, README", "vit_base_patch16_224.dino"),
+}
+
+
+def paper_family(spec: str) -> tuple[str, bool] | None:
+    """``(family, with registers)`` of a timm name for Table 3: ``"dino"``, ``"dinov2"``, ``"deit3"`` or
+    ``"openclip"`` (by :func:`analysis.models.family_of`, else by the name: ``deit3_*``, ``*_dinov2*``, ``*.dino``,
+    a ``*_clip_*`` model not from OpenAI); registers when the name has ``_reg``. None for any other model."""
+    from .models import ModelSpec, family_of
+
+    name = ModelSpec.parse(spec).name
+    arch, _, tag = name.partition(".")
+    registers = "_reg" in arch
+    family = family_of(name)
+    if family == "dinov2-reg4":
+        return "dinov2", True
+    if family in ("dino", "dinov2", "deit3", "openclip"):
+        return family, registers
+    if arch.startswith("deit3_"):
+        return "deit3", registers
+    if "_dinov2" in arch:
+        return "dinov2", registers
+    if tag == "dino":
+        return "dino", registers
+    if "_clip_" in arch and tag and not tag.startswith("openai"):
+        return "openclip", registers
+    return None
+
+
+def published_corloc(spec: str, condition: str | None = None) -> Published | None:
+    """The published LOST CorLoc on VOC 2007 trainval for ``spec``'s family and condition (with registers when the
+    name says so), or None where none is published: another family, a random-init control, or a test-time register
+    (``condition`` :data:`TEST_TIME_CONDITION`). A DINO ViT that LOST reports gets its own figure."""
+    from .models import ModelSpec
+
+    parsed = ModelSpec.parse(spec)
+    family = paper_family(spec)
+    if parsed.random or family is None or (condition or "").startswith("test-time"):
+        return None
+    if family[0] == "dino" and parsed.name in LOST_DINO_VOC07:
+        return LOST_DINO_VOC07[parsed.name]
+    return PUBLISHED_VOC07.get(family)
+
+
+def _patch_of(spec: str) -> int | None:
+    from .models import ModelSpec
+
+    match = re.search(r"patch(\d+)", ModelSpec.parse(spec).name)
+    return int(match.group(1)) if match else None
+
+
+def setting_differences(spec: str, sample: AnnotatedSample, resolution: int | None, k: int = PUBLISHED_K,
+                        images: int | None = None, condition: str | None = None,
+                        patch_size: int | None = None) -> list[str]:
+    """How this run's setting differs from the published one for ``spec`` (one phrase each, "here (published:
+    there)"): the images (dataset, split, a sample of them), the input (squeezed to a ``resolution``-px square
+    instead of the image at its own size), ``k``, and against :func:`published_corloc`'s figure the model's
+    weights, which features LOST read and the paper's Gram-matrix bias. ``images``: the row's image count
+    (default: the sample's). The true boxes follow LOST (every object, difficult and truncated ones too), so they
+    are no difference."""
+    from .models import ModelSpec
+
+    n = len(sample.records) if images is None else images
+    differences = []
+    if not sample.is_voc2007:
+        what = ("the planted set (synthetic objects on blurred photos)" if sample.dataset == "planted"
+                else sample.dataset)
+        differences.append(f"images from {what} (published: VOC 2007 {PUBLISHED_SPLIT})")
+    else:
+        if sample.split != PUBLISHED_SPLIT:
+            differences.append(f"the {sample.split or 'whole-folder'} split (published: {PUBLISHED_SPLIT})")
+        if n < PUBLISHED_IMAGES:
+            differences.append(f"{n} images, a seeded sample of the {sample.available} "
+                               f"(published: all {PUBLISHED_IMAGES})")
+    patch = patch_size or _patch_of(spec)
+    own = ""
+    if patch and sample.sizes:
+        width, height = (int(np.median([size[i] for size in sample.sizes])) for i in (0, 1))
+        own = (f"; the median image here, {width}×{height} px, gives {-(-width // patch)}×{-(-height // patch)} "
+               f"patches that way")
+    square = f"{resolution}×{resolution} px" if resolution else "a square"
+    grid = f", a {resolution // patch}×{resolution // patch} patch grid" if patch and resolution else ""
+    differences.append(f"each image squeezed to {square}{grid} (published: the image at its own size, zero-padded "
+                       f"to a multiple of the patch size{own})")
+    if k != PUBLISHED_K:
+        differences.append(f"k = {k} candidate patches (published: {PUBLISHED_K})")
+    published = published_corloc(spec, condition)
+    if published is not None:
+        if published.timm != ModelSpec.parse(spec).name:
+            differences.append(f"weights {ModelSpec.parse(spec).name} (published: {published.model})")
+        if published.features != "keys":
+            differences.append(f"LOST on the last block's keys (published: its {published.features})")
+        if published.gram_bias:
+            differences.append("no bias added to the Gram matrix (published: a bias, its value not given)")
+    return differences
+
+
+def corloc_interval(hits_per_image: np.ndarray, seed: int = 0):
+    """CorLoc (the share of hits, ``(B,)`` bool) with its bootstrap interval over images
+    (:func:`analysis.stats.image_bootstrap`; fewer than 8 images: no interval)."""
+    from .stats import image_bootstrap
+
+    return image_bootstrap({"hit": np.asarray(hits_per_image, dtype=float)}, lambda c: float(np.mean(c["hit"])), seed)
+
+
+TABLE3_COLUMNS = ["model", "condition", "images", "corloc", "corloc_low", "corloc_high", "published_corloc",
+                  "published_model", "published_source", "comparison", "differences"]
+#: The columns the page shows (the differences follow as a list, :func:`differences_markdown`).
+TABLE3_SHOWN = ["model", "condition", "images", "corloc", "corloc_low", "corloc_high", "published_corloc",
+                "comparison"]
+
+
+def table3(lost: dict[str, LostResult], compared: dict[str, MovedComparison] | None, sample: AnnotatedSample,
+           resolution: int | None = None, k: int = PUBLISHED_K, seed: int = 0) -> "pd.DataFrame":
+    """The paper's Table 3 beside this run: the rows of :func:`results_table` (each model, and its held-out
+    test-time comparison where run) with CorLoc's interval over images, the published CorLoc for the same family
+    and condition (:func:`published_corloc`; NaN, shown "–", where none is published), and the differences of
+    setting (:func:`setting_differences`, joined by "; ").
+
+    Only on VOC 2007: on any other images ``published_corloc`` is NaN and ``comparison`` says "not comparable".
+    A published figure is context for the measured one, not a verdict (the claims are judged in
+    :mod:`analysis.claims`). ``resolution``: the squeeze, where a result does not carry it.
+    """
+    import pandas as pd
+
+    rows = []
+    for spec, result in lost.items():
+        extra = compared.get(spec) if compared else None
+        for row_result, row in [(result, result.row())] + list(zip(extra.results, extra.rows) if extra else []):
+            interval = corloc_interval(row_result.hits, seed)
+            differences = setting_differences(spec, sample, row_result.resolution or resolution, k,
+                                              len(row_result.hits), row["condition"], row_result.patch_size)
+            published = published_corloc(spec, row["condition"]) if sample.is_voc2007 else None
+            if not sample.is_voc2007:
+                what = "the planted set" if sample.dataset == "planted" else sample.dataset
+                comparison = f"not comparable: {what} is not VOC 2007"
+            elif published is None:
+                comparison = "no published figure for this model and condition"
+            else:
+                comparison = (f"{interval.text('.1%')} here, {published.corloc:.1%} published; "
+                              f"{len(differences)} differences of setting (context, not a verdict)")
+            rows.append({**{key: row[key] for key in ("model", "condition", "images", "corloc")},
+                         "corloc_low": interval.low, "corloc_high": interval.high,
+                         "published_corloc": published.corloc if published else float("nan"),
+                         "published_model": published.model if published else None,
+                         "published_source": published.source if published else None,
+                         "comparison": comparison, "differences": "; ".join(differences)})
+    return pd.DataFrame(rows, columns=TABLE3_COLUMNS).astype({"published_corloc": float})
+
+
+def published_table() -> "pd.DataFrame":
+    """Every published VOC 2007 CorLoc the page compares against: family, condition, CorLoc, model, source."""
+    import pandas as pd
+
+    rows = [{"family": family, "condition": "trained registers" if registers else "as released",
+             "published_corloc": value.corloc, "published_model": value.model, "published_source": value.source}
+            for (family, registers), value in PUBLISHED_VOC07.items()]
+    rows += [{"family": "dino", "condition": "as released", "published_corloc": value.corloc,
+              "published_model": value.model, "published_source": value.source}
+             for name, value in LOST_DINO_VOC07.items() if name != "vit_small_patch16_224.dino"]
+    return pd.DataFrame(rows)
+
+
+def differences_markdown(table: "pd.DataFrame") -> str:
+    """The differences of setting of a :func:`table3`, one Markdown bullet per row: ``- **DINOv2 ViT-S/14** (as
+    released), published 35.3 % on the paper's DINOv2 ViT-L/14 [...] (Darcet et al. 2024, Table 3): a; b; c``."""
+    from .plots import short_name
+
+    lines = []
+    for row in table.itertuples():
+        published = (f", published {row.published_corloc:.1%} on {row.published_model} ({row.published_source})"
+                     if row.published_model and not np.isnan(row.published_corloc) else "")
+        lines.append(f"- **{short_name(row.model)}** ({row.condition}){published}: {row.differences}")
+    return "\n".join(lines) if lines else "- no model ran"

@@ -22,6 +22,10 @@ block's attention keys, for LOST); they are stored as ``.npy`` arrays in the sam
 that lacks a requested array is recomputed once with everything asked for so far.
 
 Every model pass appends one line to ``<cache>/passes.jsonl``, so the benchmark can count passes.
+
+A long pass may run in parts (:func:`extract_part`: contiguous, batch-aligned ranges of its seeded sample, each
+written under ``<cache>/parts/``, on any machine); :func:`assemble_parts` joins a complete set into the entry the
+whole pass writes (the pass plan's ``pass``/``merge`` commands do both).
 """
 
 from __future__ import annotations
@@ -362,6 +366,32 @@ class EntryWriter:
             raise
         self.written += batch
 
+    def add_part(self, folder: Path, keep: Sequence[str], count: int) -> None:
+        """Append the ``count`` images of a part folder (:func:`extract_part`): its frames' row groups as they were
+        written, and its kept arrays ``keep``, copied a few images at a time (memory stays flat)."""
+        try:
+            for name in FRAMES:
+                source = pq.ParquetFile(folder / f"{name}.parquet")
+                for group in range(source.num_row_groups):
+                    table = source.read_row_group(group)
+                    if name not in self.tables:
+                        self.tables[name] = pq.ParquetWriter(self.tmp / f"{name}.parquet", table.schema)
+                    self.tables[name].write_table(table.cast(self.tables[name].schema))
+            for name in keep:
+                array = np.load(folder / f"{name}.npy", mmap_mode="r")
+                if name not in self.arrays:
+                    path = self.tmp / f"{name}.npy"
+                    self.arrays[name] = np.lib.format.open_memmap(
+                        path, mode="w+", dtype=np.float32, shape=(self.n_images, *array.shape[1:]))
+                    _preallocate(path)
+                for start in range(0, count, 16):
+                    stop = min(count, start + 16)
+                    self.arrays[name][self.written + start : self.written + stop] = array[start:stop]
+        except OSError as error:
+            self._raise_if_disk_full(error)
+            raise
+        self.written += count
+
     def commit(self, meta: dict) -> None:
         """Close the files, write ``meta.json`` last, and rename the folder into place."""
         try:
@@ -551,8 +581,12 @@ def _locate_entry(spec: str, provenance: models.Provenance, ordered: list[images
 
 def _pass_meta(spec: str, provenance: models.Provenance, model: torch.nn.Module, capture: hooks.Capture,
                sample: images.ImageSample, predicted: list[int], run: RunOptions, target: torch.device,
-               deviation: float | None, square: bool, keep: tuple[str, ...], request: dict) -> dict:
-    """``meta.json`` of an entry: what produced it, on which images, and what it holds."""
+               deviation: float | None, square: bool, keep: tuple[str, ...], request: dict,
+               records: list[images.ImageRecord] | None = None) -> dict:
+    """``meta.json`` of an entry: what produced it, on which images, and what it holds (``records``: the images
+    this run computed, a part's range of ``sample``; the sample's description and skipped files are the whole
+    sample's, so that every part of a pass records the same)."""
+    records = sample.records if records is None else records
     return {
         "spec": spec,
         "provenance": provenance.as_dict(),
@@ -566,7 +600,7 @@ def _pass_meta(spec: str, provenance: models.Provenance, model: torch.nn.Module,
         "embed_dim": model.embed_dim,
         "images": [{"image_id": r.image_id, "origin": r.origin, "notes": r.notes, "label": r.label,
                     "digest": r.content_digest(),
-                    "predicted_class": label} for r, label in zip(sample.records, predicted)],
+                    "predicted_class": label} for r, label in zip(records, predicted)],
         "image_sample": images.describe_sample(sample.records, run.image_source),
         "skipped": sample.skipped,
         "metric_version": metrics.METRIC_VERSION,
@@ -582,14 +616,23 @@ def _pass_meta(spec: str, provenance: models.Provenance, model: torch.nn.Module,
 
 def _run_pass(spec: str, sample: images.ImageSample, entry: _Entry, run: RunOptions, square: bool,
               plant: "twins.Plant | None", register: Sequence[intervention.RegisterNeuron],
-              weights_file: str | Path | None) -> None:
-    """Run the hooked model over ``sample`` batch by batch and write the entry (nothing half-written)."""
-    records, target = sample.records, resolve_device(run.device)
+              weights_file: str | Path | None, part: tuple[int, int] | None = None) -> None:
+    """Run the hooked model over ``sample`` batch by batch and write the entry (nothing half-written); ``part``
+    ``(index, count)``: only that part's range of the sample (:func:`part_span`), into its part folder."""
+    records, target, folder = sample.records, resolve_device(run.device), entry.folder
+    if part is not None:
+        start, stop = part_span(len(sample.records), run.batch_size, *part)
+        records, folder = sample.records[start:stop], part_folder(entry.folder, *part)
+        if not records:  # fewer images than the plan expected: an empty part, which assembling skips
+            writer = EntryWriter(folder, 0)
+            writer.commit({"part": _part_record(part, start, stop, len(sample.records)), "images": [],
+                           "kept": list(entry.keep), "request": entry.request})
+            return
     model, provenance = models.load_model(spec, img_size=run.resolution, weights_file=weights_file,
                                           weights_dir=run.weights_dir, seed=run.seed, allow_hub=run.allow_hub)
     model = model.to(target)
     transform = (images.make_square_transform if square else images.make_transform)(model, run.resolution)
-    writer = EntryWriter(entry.folder, len(records))
+    writer = EntryWriter(folder, len(records))
     batches = images.iter_batches(records, transform, run.batch_size)
     total = -(-len(records) // run.batch_size)
     capture, predicted, deviation, planted = None, [], None, {}
@@ -612,7 +655,9 @@ def _run_pass(spec: str, sample: images.ImageSample, entry: _Entry, run: RunOpti
             if ledger is not None:
                 planted.update(ledger.last_pass([r.image_id for r in chunk]))
         meta = _pass_meta(spec, provenance, model, capture, sample, predicted, run, target, deviation, square,
-                          entry.keep, entry.request)
+                          entry.keep, entry.request, records)
+        if part is not None:
+            meta["part"] = _part_record(part, start, stop, len(sample.records))
         if plant is not None:
             meta["plant"], meta["planted"] = plant.as_dict(), planted
         if register:
@@ -662,6 +707,138 @@ def extract(spec: str, run: RunOptions = RunOptions(), *, keep: tuple[str, ...] 
                                    **({"plant": plant.name} if plant is not None else {}),
                                    **({"test_time_register": len(register)} if register else {})})
     return _read_entry(entry.folder)
+
+
+# --------------------------------------------------------------------------------------------------------
+# A pass in parts: contiguous ranges of its seeded image sample, run apart (on several machines) and joined
+# into the one entry the whole pass would have written.
+
+#: Part folders live under ``<cache>/parts/<entry folder name>/<index>-of-<count>/``: out of the way of the
+#: entries (a part is never read as an entry), named after the entry they make.
+PARTS_DIR = "parts"
+
+
+def part_span(n_images: int, batch_size: int, index: int, count: int) -> tuple[int, int]:
+    """Images ``[start, stop)`` of part ``index`` (1-based) of ``count`` of a sample of ``n_images``: whole batches
+    of ``batch_size``, spread as evenly as batches allow. Each part's batches are the whole pass's own batches, so
+    every image meets the model in the same company and the joined entry holds the whole pass's very numbers. A
+    part is empty where there are fewer batches than parts."""
+    if not 1 <= index <= count:
+        raise ValueError(f"part {index} of {count}: the index must be between 1 and the count")
+    batches = -(-n_images // batch_size)
+    first, last = (index - 1) * batches // count, index * batches // count
+    return min(first * batch_size, n_images), min(last * batch_size, n_images)
+
+
+def part_folder(entry_folder: Path, index: int, count: int) -> Path:
+    """Where part ``index`` of ``count`` of the entry ``entry_folder`` is written."""
+    return entry_folder.parent / PARTS_DIR / entry_folder.name / f"{index:03d}-of-{count:03d}"
+
+
+def _part_record(part: tuple[int, int], start: int, stop: int, total: int) -> dict:
+    return {"index": part[0], "count": part[1], "start": start, "stop": stop, "sample_images": total}
+
+
+def extract_part(spec: str, run: RunOptions, part: tuple[int, int], *, keep: tuple[str, ...] = (),
+                 square: bool = False, weights_file: str | Path | None = None) -> Path:
+    """Part ``part = (index, count)`` of the pass :func:`extract` would run with the same arguments: the model
+    over that part's range of the seeded, readable sample (:func:`part_span`), written to its part folder
+    (:func:`part_folder`) as an entry of those images, and logged in ``passes.jsonl`` with its part. Nothing runs
+    where the whole entry or this part (holding ``keep``) is already there. Returns the folder that holds it.
+
+    :func:`assemble_parts` joins a complete set of parts into the whole pass's entry (same key, same frames and
+    arrays in the same order). A twin's plant or a test-time register are not split (run them whole)."""
+    index, count = part
+    part_span(0, 1, index, count)  # the index must be between 1 and the count
+    _check_request(run, keep)
+    source = run.image_source
+    candidates = source if isinstance(source, list) else images.list_images(source)
+    ordered = images.sample_order(candidates, run.n_images, run.seed)
+    provenance = models.resolve_weights(spec, weights_file=weights_file, weights_dir=run.weights_dir,
+                                        seed=run.seed, allow_hub=run.allow_hub)
+    entry = _locate_entry(spec, provenance, ordered, run, keep, square, None, (), weights_file)
+    folder = part_folder(entry.folder, index, count)
+    if entry.cached:
+        return entry.folder
+    if (folder / "meta.json").is_file() and set(entry.keep) <= set(
+            json.loads((folder / "meta.json").read_text()).get("kept", [])):
+        return folder
+    sample = images.readable_sample(candidates, run.n_images, run.seed)
+    _run_pass(spec, sample, entry, run, square, None, (), weights_file, part)
+    start, stop = part_span(len(sample.records), run.batch_size, index, count)
+    if stop > start:
+        log_pass(entry.folder.parent, {"spec": spec, "images": entry.image_key, "resolution": run.resolution,
+                                       "keep": list(entry.keep), "square": square, "part": f"{index}/{count}",
+                                       "part_images": [start, stop]})
+    return folder
+
+
+def _join_parts(target: Path, found: list[tuple[Path, dict]]) -> None:
+    """Write the entry ``target`` from its parts ``found`` (in order): frames and arrays concatenated, ``meta.json``
+    the first part's with every part's images, the arrays all parts hold, and where each part ran."""
+    metas = [meta for _, meta in found]
+    if any(meta["request"] != metas[0]["request"] for meta in metas):
+        raise ValueError(f"the parts of {target.name} were asked for different passes: they cannot be joined")
+    filled = [(folder, meta) for folder, meta in found if meta["images"]]
+    if not filled:
+        raise ValueError(f"every part of {target.name} is empty: the pass had no images")
+    first = filled[0][1]
+    if any(meta["provenance"] != first["provenance"] for _, meta in filled):
+        raise ValueError(f"the parts of {target.name} ran different weights: they cannot be joined")
+    keep = sorted(set.intersection(*(set(meta.get("kept", [])) for meta in metas)))
+    total = sum(len(meta["images"]) for _, meta in filled)
+    size = sum(path.stat().st_size for folder, _ in filled for path in folder.iterdir() if path.is_file())
+    writer = EntryWriter(target, total, expected_bytes=size)
+    try:
+        for folder, meta in filled:
+            writer.add_part(folder, keep, len(meta["images"]))
+        joined = {key: value for key, value in first.items() if key != "part"}
+        joined["images"] = [image for _, meta in filled for image in meta["images"]]
+        joined["kept"] = keep
+        devices = list(dict.fromkeys(meta["device"] for _, meta in filled))
+        joined["device"] = ", ".join(devices)
+        if any("planted" in meta for _, meta in filled):
+            joined["planted"] = {k: v for _, meta in filled for k, v in meta.get("planted", {}).items()}
+        joined["assembled_from"] = [{"part": f"{meta['part']['index']}/{meta['part']['count']}",
+                                     "images": [meta["part"]["start"], meta["part"]["stop"]],
+                                     "device": meta.get("device"), "torch": meta.get("torch")} for meta in metas]
+        writer.commit(joined)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def assemble_parts(cache_dir: str | Path | None = None) -> list[Path]:
+    """Join every complete set of parts under ``<cache>/parts/`` into its entry (``<cache>/<entry name>``), then
+    remove the parts; incomplete sets stay for later. An entry already there holding at least the parts' arrays
+    is kept (its parts are removed). The entry is written like any other (a temporary folder, one rename).
+    Returns the entries made or found complete."""
+    cache = Path(cache_dir or default_cache_dir())
+    root = cache / PARTS_DIR
+    done: list[Path] = []
+    if not root.is_dir():
+        return done
+    for held in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        sets: dict[int, dict[int, tuple[Path, dict]]] = {}
+        for folder in sorted(held.iterdir()):
+            if folder.name.startswith(".") or not (folder / "meta.json").is_file():
+                continue
+            meta = json.loads((folder / "meta.json").read_text())
+            sets.setdefault(meta["part"]["count"], {})[meta["part"]["index"]] = (folder, meta)
+        complete = [count for count, found in sorted(sets.items()) if set(found) == set(range(1, count + 1))]
+        if not complete:
+            continue
+        found = [sets[complete[0]][index] for index in range(1, complete[0] + 1)]
+        target = cache / held.name
+        keep = set.intersection(*(set(meta.get("kept", [])) for _, meta in found))
+        if not ((target / "meta.json").is_file()
+                and keep <= set(json.loads((target / "meta.json").read_text()).get("kept", []))):
+            _join_parts(target, found)
+        shutil.rmtree(held, ignore_errors=True)
+        done.append(target)
+    if not any(root.iterdir()):
+        root.rmdir()
+    return done
 
 
 def _point_here(feats: Features, ordered: list[images.ImageRecord]) -> Features:

@@ -306,6 +306,39 @@ def onset_block(separated: np.ndarray) -> int | None:
     return int(gaps[-1] + 1) if gaps.size else 0
 
 
+def _block_ranges(blocks: list[int]) -> str:
+    """``[3, 4, 5, 9]`` → ``"3–5 and 9"`` (block indices as runs)."""
+    runs, start = [], None
+    for index, block in enumerate(blocks):
+        if start is None:
+            start = block
+        if index + 1 == len(blocks) or blocks[index + 1] != block + 1:
+            runs.append(str(start) if start == block else f"{start}–{block}")
+            start = None
+    return runs[0] if len(runs) == 1 else ", ".join(runs[:-1]) + " and " + runs[-1]
+
+
+def depth_sentence(separated: np.ndarray) -> str:
+    """Where over the depth a separated high-norm mode exists, and whether it survives to the output.
+
+    ``separated``: ``(L,)`` bool, one per block (``block_table(...).separated_mode``). A distilled model may grow
+    high-norm tokens in middle blocks that are gone by the last one; the onset (:func:`onset_block`) alone would
+    then only say "no onset".
+    """
+    separated = np.asarray(separated, dtype=bool)
+    depth = len(separated)
+    blocks = [int(b) for b in np.flatnonzero(separated)]
+    if not blocks:
+        return f"no block of the {depth} has a separated high-norm mode"
+    where = f"block{'s' if len(blocks) > 1 else ''} {_block_ranges(blocks)} of 0–{depth - 1}"
+    if not separated[-1]:
+        return f"a separated high-norm mode exists in {where}, and none is left at the last block (the output)"
+    onset = onset_block(separated)
+    if onset == blocks[0]:
+        return f"a separated high-norm mode exists in {where}: from block {onset} on, up to the output"
+    return f"a separated high-norm mode exists in {where}; without a break from block {onset} on, up to the output"
+
+
 #: Resamples for the onset interval: each one fits a mixture per block (40 for ViT-g), so fewer than
 #: :data:`~analysis.stats.RESAMPLES`; 199 keeps the 2.5 % tails on whole resamples.
 ONSET_RESAMPLES = 199

@@ -137,7 +137,7 @@ LITE: dict[str, dict] = {
     "training_time": {**COMMON_LITE, "model": DINOV2_B14, "checkpoints": ["random", "pretrained"],
                       "training_fractions": [0.0, 1.0]},
     "redundancy": {**COMMON_LITE, "model": DINOV2_B14},
-    "registers": {**COMMON_LITE, "models": [DINOV2_S14, DINOV2_S14_REG, DINOV2_B14, DINOV2_B14_REG]},
+    "registers": {**COMMON_LITE, "models": [DINOV2_B14, DINOV2_B14_REG]},
     "information_probes": {**UNLABELLED_LITE, "model": DINOV2_B14, **LITE_LABELLED},
     "test_time_registers": {**COMMON_LITE, "model": DINOV2_B14},
     "object_discovery": {**UNLABELLED_LITE, "n_discovery": 100,

@@ -17,6 +17,15 @@ with zero new passes — a page that asks for anything the plan does not list fa
 * ``python -m analysis pass --set ci --shard K/N`` (or pass ids): a part of the plan into a cache folder;
 * ``python -m analysis merge DIR [DIR ...] --into DIR``: cache folders into one (:func:`merge_caches`).
 
+A shard (one job of the workflow's matrix) is held to :data:`SHARD_BUDGET`: an hour of estimated passes and 10 GB
+of disk (environment, its models' weights, its cache entries), far inside a hosted job's 6 hours and 14 GB. A pass
+longer than that runs in *parts* (``<id>-part<k>of<n>``; ``n = ceil(seconds / what an hour leaves after fetching
+and loading the weights)``): contiguous, batch-aligned ranges of its seeded image sample
+(:func:`analysis.features.extract_part`), each its own unit of the plan that any shard may run; ``merge`` (and
+``pass``, where one cache holds them all) joins a complete set into the one entry the whole pass writes
+(:func:`analysis.features.assemble_parts`: the same key, frames and arrays). A pass that another needs first, a
+twin's and a moved pass are never split.
+
 Estimates: seconds from the benchmark's measured throughput where ``<build>/bench/throughput.parquet``
 exists (the model's own rate when it was measured at that resolution, else its FLOPs at the measured
 models' median FLOP rate), otherwise from a FLOP model at an assumed rate (:data:`ASSUMED_FLOPS`); every
@@ -33,6 +42,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -66,6 +76,23 @@ RUNNER = Runner("GitHub-hosted ubuntu-latest (standard, public repository)", cor
                 disk_bytes=14 * 10**9, job_seconds=6 * 3600)
 #: Share of a job's 6 hours the passes may fill: set-up (checkout, environment, caches) and upload need the rest.
 JOB_BUDGET = 0.85
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one shard of the plan may take: estimated seconds (its passes, fetching its weights) and disk bytes
+    (the environment, its models' weights, its cache entries)."""
+
+    seconds: float
+    disk_bytes: int
+
+
+#: One shard: an hour of estimated passes and 10 GB of disk, so that every job of the matrix finishes far inside
+#: a hosted runner's 6-hour limit and 14 GB SSD even where the estimate is off several-fold. A pass longer (or
+#: larger) runs in parts.
+SHARD_BUDGET = Budget(seconds=3600, disk_bytes=10 * 10**9)
+#: GitHub Actions runs at most 256 jobs of one matrix.
+MATRIX_LIMIT = 256
 #: Assumed sustained float32 rate of the runner's 4 cores on a ViT forward pass when nothing was measured
 #: (FLOP/s). An assumption, not a measurement: ``make bench`` replaces it with this machine's measured rate.
 ASSUMED_FLOPS = 50e9
@@ -175,6 +202,7 @@ class Pass:
     weights_file: str | None = None
     options: tuple[tuple[str, object], ...] = ()  # kind-specific settings (the intervened pass's top_k, ...)
     after: str | None = None  # the id of a pass this one needs first (run in the same shard, before it)
+    part: tuple[int, int] | None = None  # (k, n): the k-th of n image ranges of the pass (one entry in all)
     keep: tuple[str, ...] = field(default=(), compare=False)
     device: str | None = field(default="auto", compare=False)
     batch_size: int | None = field(default=None, compare=False)  # the page's RunOptions batch size (None: default)
@@ -191,8 +219,15 @@ class Pass:
                 "metric_version": metrics.METRIC_VERSION}
 
     @property
+    def whole(self) -> "Pass":
+        """The pass this is a part of (itself when it is not a part)."""
+        return self if self.part is None else dataclasses.replace(self, part=None)
+
+    @property
     def id(self) -> str:
-        """Stable across machines: a readable slug and a hash of :meth:`identity`."""
+        """Stable across machines: a readable slug and a hash of :meth:`identity`; a part adds ``-part<k>of<n>``."""
+        if self.part is not None:
+            return f"{self.whole.id}-part{self.part[0]}of{self.part[1]}"
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
         parsed = models.ModelSpec.parse(self.spec)
         slug = ("random-" if parsed.random else "") + parsed.name.split(".")[0]
@@ -425,10 +460,11 @@ class Throughput:
 @dataclass(frozen=True)
 class Estimate:
     images: int
-    seconds: float
+    seconds: float  # the model over the images, plus loading its weights (``load_seconds``)
     seconds_source: str
     memory_bytes: int
     entry_bytes: int
+    load_seconds: float = 0.0
 
 
 def estimate(p: Pass, throughput: Throughput, batch_size: int | None = None) -> Estimate:
@@ -444,7 +480,48 @@ def estimate(p: Pass, throughput: Throughput, batch_size: int | None = None) -> 
     frames = count * (shape.depth * shape.tokens * ROW_BYTES["norms"] + shape.patches * ROW_BYTES["patches"]
                       + heads * shape.tokens * ROW_BYTES["attention"])
     arrays = len(p.keep) * count * shape.tokens * shape.dim * 4
-    return Estimate(count, seconds, source, int(memory_mib * 2**20), int(frames + arrays))
+    return Estimate(count, seconds, source, int(memory_mib * 2**20), int(frames + arrays),
+                    shape.weights_bytes / LOAD_BYTES_PER_S)
+
+
+def fetch_seconds(p: Pass) -> float:
+    """Seconds to download ``p``'s weights from the hub, counted for every part of a split pass whether or not this
+    machine has them (the count of parts must be the same on the machine that plans and the ones that run)."""
+    return geometry(p.model, 224).weights_bytes / HUB_BYTES_PER_S if p.pretrained else 0.0
+
+
+def splittable(p: Pass, needed_first: set[str]) -> bool:
+    """A pass may run in parts: a plain feature pass (no twin's plant, no moved units) that no pass needs first."""
+    return p.kind == "features" and p.plant is None and p.id not in needed_first
+
+
+def parts_needed(p: Pass, e: Estimate, budget: Budget = SHARD_BUDGET) -> int:
+    """Parts for ``p`` to fit ``budget`` on its own: ``ceil(compute / (budget − load − fetch))`` for time and
+    ``ceil(entry / (budget − environment − weights))`` for disk, at most one per batch of images."""
+    fetch = fetch_seconds(p)
+    weights = geometry(p.model, 224).weights_bytes if p.pretrained else 0
+    count = 1
+    if e.seconds + fetch > budget.seconds and budget.seconds > e.load_seconds + fetch:
+        count = math.ceil((e.seconds - e.load_seconds) / (budget.seconds - e.load_seconds - fetch))
+    if ENVIRONMENT_BYTES + weights + e.entry_bytes > budget.disk_bytes > ENVIRONMENT_BYTES + weights:
+        count = max(count, math.ceil(e.entry_bytes / (budget.disk_bytes - ENVIRONMENT_BYTES - weights)))
+    batches = -(-e.images // (p.batch_size or features.RunOptions().batch_size))
+    return max(1, min(count, batches))
+
+
+def split(p: Pass, e: Estimate, count: int) -> list[tuple[Pass, Estimate]]:
+    """``p`` as ``count`` parts over batch-aligned image ranges (:func:`analysis.features.part_span`), each with
+    its share of the images, compute and entry, and the whole cost of loading the weights."""
+    batch = p.batch_size or features.RunOptions().batch_size
+    compute = e.seconds - e.load_seconds
+    parts = []
+    for index in range(1, count + 1):
+        start, stop = features.part_span(e.images, batch, index, count)
+        share = (stop - start) / e.images if e.images else 0.0
+        parts.append((dataclasses.replace(p, part=(index, count)),
+                      dataclasses.replace(e, images=stop - start, seconds=compute * share + e.load_seconds,
+                                          entry_bytes=int(e.entry_bytes * share))))
+    return parts
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -454,14 +531,24 @@ def estimate(p: Pass, throughput: Throughput, batch_size: int | None = None) -> 
 @dataclass
 class Plan:
     set_name: str
-    passes: list[Pass]
+    passes: list[Pass]  # the units that run: whole passes, and the parts of a pass split to fit a shard
     estimates: dict[str, Estimate]
     throughput: Throughput
     page_order: list[str]
     weights_here: dict[str, bool]  # pretrained model → its weights resolve without the network here
+    budget: Budget = SHARD_BUDGET
+    _memo: dict = field(default_factory=dict, repr=False, compare=False)  # shards and their count, computed once
 
     def by_id(self) -> dict[str, Pass]:
         return {p.id: p for p in self.passes}
+
+    def parts_of(self) -> dict[str, list[Pass]]:
+        """The id of each split pass → its parts, in order."""
+        found: dict[str, list[Pass]] = {}
+        for p in self.passes:
+            if p.part is not None:
+                found.setdefault(p.whole.id, []).append(p)
+        return found
 
     def weights_bytes(self, passes: list[Pass] | None = None) -> int:
         names = sorted({p.model for p in (self.passes if passes is None else passes) if p.pretrained})
@@ -474,20 +561,28 @@ class Plan:
 
     def totals(self, passes: list[Pass] | None = None) -> dict:
         """Seconds (the passes one after another, plus fetching the weights not here), peak memory (the largest
-        pass) and disk (environment, weights, entries) of ``passes`` (all), and whether each fits :data:`RUNNER`."""
+        pass) and disk (environment, weights, entries) of ``passes`` (all); ``passes``: how many cache entries they
+        fill (a split pass counts once), ``runs``: how many units run (a part counts once), ``parts``: how many
+        of those are parts, of ``split`` passes; ``fits``: whether each fits one
+        :data:`RUNNER` job, ``fits_shard``: whether each fits the plan's shard budget."""
         chosen = self.passes if passes is None else passes
         estimates = [self.estimates[p.id] for p in chosen]
         seconds = sum(e.seconds for e in estimates) + self.download_seconds(chosen)
         memory = max((e.memory_bytes for e in estimates), default=0)
         entries = sum(e.entry_bytes for e in estimates)
         disk = ENVIRONMENT_BYTES + self.weights_bytes(chosen) + entries
-        return {"passes": len(chosen), "seconds": seconds, "memory_bytes": memory, "disk_bytes": disk,
+        return {"passes": len({p.whole.id for p in chosen}), "parts": sum(p.part is not None for p in chosen),
+                "split": len({p.whole.id for p in chosen if p.part is not None}), "runs": len(chosen),
+                "seconds": seconds, "memory_bytes": memory, "disk_bytes": disk,
                 "weights_bytes": self.weights_bytes(chosen), "entries_bytes": entries,
                 "fits": {"time": seconds <= RUNNER.job_seconds * JOB_BUDGET, "memory": memory <= RUNNER.memory_bytes,
-                         "disk": disk <= RUNNER.disk_bytes}}
+                         "disk": disk <= RUNNER.disk_bytes},
+                "fits_shard": {"time": seconds <= self.budget.seconds, "memory": memory <= RUNNER.memory_bytes,
+                               "disk": disk <= self.budget.disk_bytes}}
 
     def groups(self) -> list[list[Pass]]:
-        """Passes that must share a shard (a pass and the ones it needs first), in plan order."""
+        """Passes that must share a shard (a pass and the ones it needs first), in plan order. The parts of a pass
+        are groups of their own: any shard may run any part."""
         by_id, root = self.by_id(), {}
 
         def find(pass_id: str) -> str:
@@ -506,11 +601,14 @@ class Plan:
     def shards(self, count: int) -> list[list[Pass]]:
         """The passes split into ``count`` shards, balanced by estimated seconds, deterministically: groups in
         decreasing seconds (ties by id) each go to the shard that ends least loaded, counting the download of
-        weights the shard does not fetch yet (so passes of one model tend to share a shard), among the shards
-        whose disk stays within the runner's (all shards, where none would). Passes keep plan order inside a
-        shard; a shard may be empty when there are fewer groups than shards."""
+        weights the shard does not fetch yet (so passes of one model tend to share a shard), among the shards that
+        stay within the shard budget in time and disk (else within its disk: a model whose weights would push a
+        shard past it, say a second ViT-g, goes elsewhere; else all shards). Passes keep plan order inside a shard;
+        a shard may be empty when there are fewer groups than shards."""
         if count < 1:
             raise PlanError(f"a plan splits into at least one shard, not {count}")
+        if ("shards", count) in self._memo:
+            return [list(members) for members in self._memo[("shards", count)]]
         groups = sorted(self.groups(), key=lambda g: (-sum(self.estimates[p.id].seconds for p in g), g[0].id))
         loads, disks = [0.0] * count, [float(ENVIRONMENT_BYTES)] * count
         models_of: list[set[str]] = [set() for _ in range(count)]
@@ -527,14 +625,19 @@ class Plan:
                 weights = sum(geometry(m, 224).weights_bytes for m in fresh)
                 return loads[index] + seconds + download, disks[index] + entries + weights
 
-            room = [i for i in range(count) if added(i)[1] <= RUNNER.disk_bytes] or list(range(count))
-            best = min(room, key=lambda index: (added(index)[0], index))
-            loads[best], disks[best] = added(best)
+            after = [added(index) for index in range(count)]
+            room = ([i for i in range(count) if after[i][0] <= self.budget.seconds
+                     and after[i][1] <= self.budget.disk_bytes]
+                    or [i for i in range(count) if after[i][1] <= self.budget.disk_bytes] or list(range(count)))
+            best = min(room, key=lambda index: (after[index][0], index))
+            loads[best], disks[best] = after[best]
             models_of[best] |= pretrained
             members[best] += [p.id for p in group]
         order = {p.id: index for index, p in enumerate(self.passes)}
         by_id = self.by_id()
-        return [[by_id[i] for i in sorted(ids, key=order.__getitem__)] for ids in members]
+        shards = [[by_id[i] for i in sorted(ids, key=order.__getitem__)] for ids in members]
+        self._memo[("shards", count)] = shards
+        return [list(members) for members in shards]
 
     def shard(self, index: int, count: int) -> list[Pass]:
         """Shard ``index`` of ``count`` (1-based, as ``--shard K/N``)."""
@@ -542,20 +645,31 @@ class Plan:
             raise PlanError(f"shard {index}/{count}: K must be between 1 and N")
         return self.shards(count)[index - 1]
 
-    def suggested_shards(self, most: int = 64) -> int:
-        """The fewest shards (at most ``most``) of which each fits a runner job in time and disk — where one
+    def suggested_shards(self, most: int = MATRIX_LIMIT) -> int:
+        """The fewest shards (at most ``most``) of which each fits the shard budget in time and disk — where one
         group alone does not fit, that group's own time or disk is the bound (no split can do better)."""
+        if ("suggested", most) in self._memo:
+            return self._memo[("suggested", most)]
         groups = self.groups()
-        if not groups:
-            return 1
-        alone = [self.totals(g) for g in groups]
-        time_bound = max(RUNNER.job_seconds * JOB_BUDGET, max(t["seconds"] for t in alone))
-        disk_bound = max(RUNNER.disk_bytes, max(t["disk_bytes"] for t in alone))
-        for count in range(1, min(len(groups), most) + 1):
-            parts = [self.totals(s) for s in self.shards(count) if s]
-            if all(t["seconds"] <= time_bound and t["disk_bytes"] <= disk_bound for t in parts):
-                return count
-        return min(len(groups), most)
+        count = 1
+        if groups:
+            alone = [self.totals(g) for g in groups]
+            time_bound = max(self.budget.seconds, max(t["seconds"] for t in alone))
+            disk_bound = max(self.budget.disk_bytes, max(t["disk_bytes"] for t in alone))
+            fewest = max(1, math.ceil(sum(self.estimates[p.id].seconds for p in self.passes) / time_bound))
+            count = min(len(groups), most)
+            for trial in range(min(fewest, count), count + 1):
+                parts = [self.totals(s) for s in self.shards(trial) if s]
+                if all(t["seconds"] <= time_bound and t["disk_bytes"] <= disk_bound for t in parts):
+                    count = trial
+                    break
+        self._memo[("suggested", most)] = count
+        return count
+
+    def too_large(self) -> list[str]:
+        """Ids of the units that exceed the shard budget on their own (a pass that cannot be split, or a part of a
+        pass that cannot be split finer)."""
+        return [p.id for p in self.passes if not all(self.totals([p])["fits_shard"].values())]
 
     def matrix(self, count: int | None = None) -> dict:
         """The GitHub Actions matrix: one entry per non-empty shard with its pass ids, the models whose weights it
@@ -572,19 +686,25 @@ class Plan:
                 "models": " ".join(fetched) or "-",
                 "seconds": round(self.totals(members)["seconds"]),
                 "cache_key": hashlib.sha256(ids.encode()).hexdigest()[:16],
-                "weights_key": hashlib.sha256(" ".join(fetched).encode()).hexdigest()[:16],
+                "weights_key": weights_key(fetched),
             })
         return {"include": include}
+
+    def models(self) -> list[str]:
+        """Every pretrained model whose weights the plan fetches (the hub cache a one-job build needs)."""
+        return sorted({p.model for p in self.passes if p.pretrained})
 
     def rows(self) -> list[dict]:
         rows = []
         for p in self.passes:
             e = self.estimates[p.id]
-            rows.append({"id": p.id, "kind": p.kind, "spec": p.spec, "model": p.model, "sample": p.sample.describe(),
+            sample = p.sample.describe() + (f", part {p.part[0]}/{p.part[1]}: {e.images}" if p.part else "")
+            rows.append({"id": p.id, "kind": p.kind, "spec": p.spec, "model": p.model, "sample": sample,
                          "image_source": p.sample.source, "sample_kind": p.sample.kind, "n_images": p.sample.count,
                          "images": e.images, "resolution": p.resolution, "seed": p.seed, "keep": list(p.keep),
                          "square": p.square, "plant": p.plant, "precision": p.precision, "device": p.device,
                          "weights_file": p.weights_file, "after": p.after, "pages": list(p.pages),
+                         "part": list(p.part) if p.part else None, "whole": p.whole.id,
                          "seconds": e.seconds, "seconds_source": e.seconds_source, "memory_bytes": e.memory_bytes,
                          "entry_bytes": e.entry_bytes, "weights_bytes": geometry(p.model, 224).weights_bytes
                          if p.pretrained else 0})
@@ -594,10 +714,16 @@ class Plan:
         count = shards or self.suggested_shards()
         return {"set": self.set_name, "pages": self.page_order, "throughput": self.throughput.source,
                 "runner": dataclasses.asdict(RUNNER) | {"job_budget": JOB_BUDGET},
+                "shard_budget": dataclasses.asdict(self.budget),
                 "passes": self.rows(), "totals": self.totals(), "shards": count,
                 "shard_totals": [self.totals(s) | {"shard": f"{i}/{count}"}
                                  for i, s in enumerate(self.shards(count), start=1) if s],
-                "matrix": self.matrix(count)}
+                "matrix": self.matrix(count), "models": self.models(), "weights_key": weights_key(self.models())}
+
+
+def weights_key(names: list[str]) -> str:
+    """A cache key for the hub cache of these models (sorted): the same set of models, the same key."""
+    return hashlib.sha256(" ".join(sorted(names)).encode()).hexdigest()[:16]
 
 
 def deduplicate(requests) -> list[Pass]:
@@ -630,23 +756,35 @@ def page_requests(set_name: str, overrides: dict | None = None, weights_dir: str
 
 
 def make_plan(set_name: str, passes: list[Pass], bench_dir: str | Path | None = None,
-              weights_dir: str | Path | None = None, pages: list[str] | None = None) -> Plan:
-    """A :class:`Plan` of ``passes`` with their estimates."""
+              weights_dir: str | Path | None = None, pages: list[str] | None = None,
+              budget: Budget = SHARD_BUDGET) -> Plan:
+    """A :class:`Plan` of ``passes`` with their estimates, each pass too long or too large for one shard of
+    ``budget`` split into parts (:func:`parts_needed`, :func:`split`)."""
     throughput = Throughput.load(bench_dir)
+    needed_first = {p.after for p in passes if p.after}
+    units, estimates = [], {}
+    for p in passes:
+        e = estimate(p, throughput)
+        count = parts_needed(p, e, budget) if splittable(p, needed_first) else 1
+        for unit, unit_estimate in (split(p, e, count) if count > 1 else [(p, e)]):
+            units.append(unit)
+            estimates[unit.id] = unit_estimate
     here = {p.model: models.weights_available(p.model, weights_dir) for p in passes if p.pretrained}
-    return Plan(set_name, passes, {p.id: estimate(p, throughput) for p in passes}, throughput,
-                list(pages or sorted({page for p in passes for page in p.pages})), here)
+    return Plan(set_name, units, estimates, throughput, list(pages or sorted({page for p in passes for page in p.pages})),
+                here, budget)
 
 
 def build_plan(set_name: str = "ci", overrides: dict | None = None, weights_dir: str | Path | None = None,
-               bench_dir: str | Path | None = None, pages: list[str] | None = None) -> Plan:
-    """Every pass the book's pages ask for under ``build --set set_name -p ...``, deduplicated, in page order."""
+               bench_dir: str | Path | None = None, pages: list[str] | None = None,
+               budget: Budget = SHARD_BUDGET) -> Plan:
+    """Every pass the book's pages ask for under ``build --set set_name -p ...``, deduplicated, in page order, split
+    into parts where one would not fit a shard of ``budget``."""
     from .run import toc_pages
 
     set_name = parameter_sets.choose(set_name, weights_dir)
     order = pages or toc_pages()
     passes = deduplicate(page_requests(set_name, overrides, weights_dir, order))
-    return make_plan(set_name, passes, bench_dir, weights_dir, order)
+    return make_plan(set_name, passes, bench_dir, weights_dir, order, budget)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -662,6 +800,17 @@ def _duration(seconds: float) -> str:
         else f"{seconds:.0f} s"
 
 
+def _counted(totals: dict) -> str:
+    """``54 passes (4 of them in 14 parts)``; a shard: ``1 pass (a part)``, ``4 passes (1 of them a part)``."""
+    count = f"{totals['passes']} pass{'' if totals['passes'] == 1 else 'es'}"
+    if not totals.get("parts"):
+        return count
+    if totals["parts"] == totals["split"]:  # one part of each: a shard
+        return count + (" (a part)" if totals["passes"] == 1 else
+                        f" ({totals['parts']} of them {'a part' if totals['parts'] == 1 else 'parts'})")
+    return count + f" ({totals['split']} of them in {totals['parts']} parts)"
+
+
 def fit_lines(totals: dict, label: str) -> list[str]:
     fits = totals["fits"]
     budget = RUNNER.job_seconds * JOB_BUDGET
@@ -669,7 +818,7 @@ def fit_lines(totals: dict, label: str) -> list[str]:
     def word(ok: bool) -> str:
         return "fits" if ok else "DOES NOT FIT"
 
-    return [f"{label}: {totals['passes']} passes",
+    return [f"{label}: {_counted(totals)}",
             f"  time   {_duration(totals['seconds']):>8}  vs {_duration(budget)} of a {RUNNER.job_seconds / 3600:.0f} h "
             f"job: {word(fits['time'])}",
             f"  memory {_gb(totals['memory_bytes']):>8}  vs {_gb(RUNNER.memory_bytes)} (largest pass): "
@@ -680,11 +829,12 @@ def fit_lines(totals: dict, label: str) -> list[str]:
 
 
 def format_plan(plan: Plan, shards: int | None = None) -> str:
-    """The plan as a table, its totals against :data:`RUNNER`, and the shards."""
+    """The plan as a table, its totals against :data:`RUNNER`, and the shards against the shard budget."""
     import pandas as pd
 
     frame = pd.DataFrame(plan.rows())
-    lines = [f"pass plan of the {plan.set_name!r} set: {len(plan.passes)} passes for {len(plan.page_order)} pages",
+    totals = plan.totals()
+    lines = [f"pass plan of the {plan.set_name!r} set: {_counted(totals)} for {len(plan.page_order)} pages",
              f"seconds: {plan.throughput.source}", ""]
     if len(frame):
         def pages(names: list[str]) -> str:
@@ -698,19 +848,20 @@ def format_plan(plan: Plan, shards: int | None = None) -> str:
             "disk": (frame.entry_bytes / 1e6).map("{:.0f} MB".format),
         })
         lines += [shown.to_string(index=False), ""]
-    lines += fit_lines(plan.totals(), "total on one runner, one after another")
+    lines += fit_lines(totals, "total on one runner, one after another")
     count = shards or plan.suggested_shards()
-    lines += ["", f"{count} shard(s) (`pass --shard K/{count}`; the workflow's matrix):"]
+    lines += ["", f"{count} shard(s) (`pass --shard K/{count}`; the workflow's matrix), each held to "
+                  f"{_duration(plan.budget.seconds)} and {_gb(plan.budget.disk_bytes)} of disk:"]
     for index, members in enumerate(plan.shards(count), start=1):
         if members:
-            totals = plan.totals(members)
-            ok = all(totals["fits"].values())
-            lines.append(f"  {index}/{count}: {len(members)} passes, {_duration(totals['seconds'])}, peak "
-                         f"{_gb(totals['memory_bytes'])}, disk {_gb(totals['disk_bytes'])}: "
-                         f"{'fits' if ok else 'DOES NOT FIT'} a runner job")
-    too_long = [p.id for p in plan.passes if plan.estimates[p.id].seconds > RUNNER.job_seconds * JOB_BUDGET]
-    if too_long:
-        lines.append(f"  longer than one job on their own: {', '.join(too_long)}")
+            shard = plan.totals(members)
+            ok = all(shard["fits_shard"].values())
+            lines.append(f"  {index}/{count}: {_counted(shard)}, {_duration(shard['seconds'])}, peak "
+                         f"{_gb(shard['memory_bytes'])}, disk {_gb(shard['disk_bytes'])}: "
+                         f"{'fits' if ok else 'DOES NOT FIT'}")
+    too_large = plan.too_large()
+    if too_large:
+        lines.append(f"  larger than a shard on their own (cannot be split further): {', '.join(too_large)}")
     return "\n".join(lines)
 
 
@@ -726,7 +877,10 @@ def _base_features(p: Pass, run: features.RunOptions):
 
 
 def _run_features(p: Pass, run: features.RunOptions) -> str:
-    _base_features(p, run)
+    if p.part is not None:  # one image range of the pass, into its part folder
+        features.extract_part(p.spec, run, p.part, keep=p.keep, square=p.square, weights_file=p.weights_file)
+    else:
+        _base_features(p, run)
     return "done"
 
 
@@ -764,14 +918,16 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def select(plan: Plan, ids: list[str] | None = None, shard: str | None = None) -> list[Pass]:
-    """The passes of ``ids`` (with the passes they need first), of one shard, or all."""
+    """The passes of ``ids`` (with the passes they need first; the id of a split pass: all its parts), of one
+    shard, or all."""
     if ids and shard:
         raise PlanError("give pass ids or --shard K/N, not both")
     if shard:
         return plan.shard(*parse_shard(shard))
     if not ids:
         return list(plan.passes)
-    by_id = plan.by_id()
+    by_id, parts = plan.by_id(), plan.parts_of()
+    ids = [unit.id for pass_id in ids for unit in parts.get(pass_id, [])] + [i for i in ids if i not in parts]
     unknown = [i for i in ids if i not in by_id]
     if unknown:
         raise PlanError(f"the {plan.set_name!r} plan has no pass {', '.join(unknown)}; `python -m analysis plan "
@@ -784,11 +940,33 @@ def select(plan: Plan, ids: list[str] | None = None, shard: str | None = None) -
     return [p for p in plan.passes if p.id in wanted]
 
 
+def whole_where_complete(passes: list[Pass]) -> list[Pass]:
+    """``passes`` with every complete set of parts of one pass replaced by that pass, where its first part was
+    (run here, the whole pass is the same entry for fewer loads of the model)."""
+    held: dict[str, set[int]] = {}
+    for p in passes:
+        if p.part is not None:
+            held.setdefault(p.whole.id, set()).add(p.part[0])
+    units, placed = [], set()
+    for p in passes:
+        if p.part is not None and held[p.whole.id] == set(range(1, p.part[1] + 1)):
+            if p.whole.id not in placed:
+                units.append(p.whole)
+                placed.add(p.whole.id)
+            continue
+        units.append(p)
+    return units
+
+
 def run_passes(passes: list[Pass], cache_dir: str | Path, weights_dir: str | Path | None = None,
                device: str | None = None, progress: bool = True) -> list[dict]:
     """Run ``passes`` (plan order: a pass after the one it needs) into ``cache_dir``; a pass whose entry is
-    already there costs nothing. Returns one record per pass: id, seconds, and whether it ran a model."""
+    already there costs nothing. Every part of one pass among them runs as the whole pass
+    (:func:`whole_where_complete`); parts run alone are joined with the cache's other parts of their pass once the
+    set is complete (:func:`analysis.features.assemble_parts`). Returns one record per pass run: id, seconds, and
+    whether it ran a model."""
     cache_dir = Path(cache_dir).resolve()
+    passes = whole_where_complete(passes)
     done = []
     for number, p in enumerate(passes, start=1):
         source, count = p.sample.run_source(p.seed, cache_dir)
@@ -801,9 +979,13 @@ def run_passes(passes: list[Pass], cache_dir: str | Path, weights_dir: str | Pat
         seconds = time.perf_counter() - start
         ran = log_length(cache_dir) > before
         state = "ran" if ran else "cached" if outcome == "done" else outcome
-        print(f"[pass {number}/{len(passes)}] {p.id}: {p.kind} {p.spec} on {p.sample.describe()} @ {p.resolution}px "
-              f"{state} ({seconds:.1f}s)", flush=True)
+        part = f" (part {p.part[0]} of {p.part[1]})" if p.part else ""
+        print(f"[pass {number}/{len(passes)}] {p.id}: {p.kind} {p.spec} on {p.sample.describe()}{part} @ "
+              f"{p.resolution}px {state} ({seconds:.1f}s)", flush=True)
         done.append({"id": p.id, "seconds": seconds, "ran": ran, "outcome": state})
+    if any(p.part is not None for p in passes):
+        for entry in features.assemble_parts(cache_dir):
+            print(f"[pass] parts joined into {entry.name}", flush=True)
     return done
 
 
@@ -850,12 +1032,17 @@ def merge_caches(sources: list[str | Path], into: str | Path, move: bool = False
       counts every pass that filled the cache, wherever it ran. Merge each source once. (The build's
       zero-pass check compares the log before and after the build, so a merged log does not disturb it.)
 
+    * Parts of a split pass (``parts/<entry>/<k>-of-<n>/``, :func:`analysis.features.extract_part`) are merged
+      like entries; then every complete set of parts in ``into`` is joined into its entry and removed
+      (:func:`analysis.features.assemble_parts`), an incomplete set waits for the rest.
+
     Returns counts: ``copied``, ``replaced``, ``kept`` (entries already there), ``folders``, ``files``,
-    ``log_lines``.
+    ``parts`` (part folders taken), ``assembled`` (entries joined from parts), ``log_lines``.
     """
     into = Path(into)
     into.mkdir(parents=True, exist_ok=True)
-    counts = {"copied": 0, "replaced": 0, "kept": 0, "folders": 0, "files": 0, "log_lines": 0}
+    counts = {"copied": 0, "replaced": 0, "kept": 0, "folders": 0, "files": 0, "parts": 0, "assembled": 0,
+              "log_lines": 0}
     lines: list[str] = []
     for source in map(Path, sources):
         if not source.is_dir():
@@ -866,7 +1053,9 @@ def merge_caches(sources: list[str | Path], into: str | Path, move: bool = False
             if entry.name.startswith("."):
                 continue
             target = into / entry.name
-            if entry.is_dir() and (entry / "meta.json").is_file():
+            if entry.is_dir() and entry.name == features.PARTS_DIR:
+                counts["parts"] += _merge_parts(entry, target, move)
+            elif entry.is_dir() and (entry / "meta.json").is_file():
                 if not (target / "meta.json").is_file():
                     _copy_in(entry, target, move)
                     counts["copied"] += 1
@@ -895,7 +1084,26 @@ def merge_caches(sources: list[str | Path], into: str | Path, move: bool = False
         tmp.write_text(existing + "\n".join(lines) + "\n")
         os.replace(tmp, log)
         counts["log_lines"] = len(lines)
+    counts["assembled"] = len(features.assemble_parts(into))
     return counts
+
+
+def _merge_parts(source: Path, target: Path, move: bool) -> int:
+    """Part folders of ``source`` (``parts/``) into ``target``, as entries are merged: a missing one copied, one
+    holding more arrays replacing the other. Returns how many were taken."""
+    taken = 0
+    for held in sorted(source.iterdir()):
+        if held.name.startswith(".") or not held.is_dir():
+            continue
+        for part in sorted(held.iterdir()):
+            if part.name.startswith(".") or not (part / "meta.json").is_file():
+                continue
+            there = target / held.name / part.name
+            there.parent.mkdir(parents=True, exist_ok=True)
+            if not (there / "meta.json").is_file() or _kept(part) > _kept(there):
+                _copy_in(part, there, move)
+                taken += 1
+    return taken
 
 
 def log_length(cache_dir: str | Path) -> int:
@@ -905,8 +1113,8 @@ def log_length(cache_dir: str | Path) -> int:
 
 
 def limits_table(plans: dict[str, Plan]):
-    """One row per (set, quantity): the plan's total on one runner against :data:`RUNNER`'s limit, and the same
-    for the largest of its suggested shards (the workflow's matrix)."""
+    """One row per (set, quantity): the plan's total on one runner against :data:`RUNNER`'s limit, and the largest
+    of its suggested shards (the workflow's matrix) against the shard budget (memory: the runner's)."""
     import pandas as pd
 
     rows = []
@@ -914,37 +1122,41 @@ def limits_table(plans: dict[str, Plan]):
         count = plan.suggested_shards()
         shards = [plan.totals(s) for s in plan.shards(count) if s] or [plan.totals([])]
         one = plan.totals()
-        for quantity, key, limit, unit in (("time", "seconds", RUNNER.job_seconds * JOB_BUDGET, 3600),
-                                           ("memory", "memory_bytes", RUNNER.memory_bytes, 1e9),
-                                           ("disk", "disk_bytes", RUNNER.disk_bytes, 1e9)):
+        for quantity, key, limit, shard_limit, unit in (
+                ("time", "seconds", RUNNER.job_seconds * JOB_BUDGET, plan.budget.seconds, 3600),
+                ("memory", "memory_bytes", RUNNER.memory_bytes, RUNNER.memory_bytes, 1e9),
+                ("disk", "disk_bytes", RUNNER.disk_bytes, plan.budget.disk_bytes, 1e9)):
             largest = max(t[key] for t in shards)
             rows.append({"set": name, "quantity": quantity, "unit": "h" if unit == 3600 else "GB",
                          "one_runner": one[key] / unit, "largest_shard": largest / unit, "shards": count,
-                         "limit": limit / unit, "one_runner_fits": one[key] <= limit,
-                         "shards_fit": largest <= limit})
+                         "passes": one["passes"], "parts": one["parts"], "limit": limit / unit,
+                         "shard_limit": shard_limit / unit, "one_runner_fits": one[key] <= limit,
+                         "shards_fit": largest <= shard_limit})
     return pd.DataFrame(rows)
 
 
 def plan_sentence(plans: dict[str, Plan]) -> str:
-    """The plans' totals against the runner, in words (Markdown), for the appendix."""
+    """The plans' totals against the runner and the shard budget, in words (Markdown), for the appendix."""
     parts = []
     for name, plan in plans.items():
         totals, count = plan.totals(), plan.suggested_shards()
         shards = [plan.totals(s) for s in plan.shards(count) if s]
         misfits = [q for q in ("time", "memory", "disk") if not totals["fits"][q]]
-        shard_misfits = sum(not all(t["fits"].values()) for t in shards)
+        shard_misfits = sum(not all(t["fits_shard"].values()) for t in shards)
+        split = (f" ({len(plan.parts_of())} of them split into {totals['parts']} parts)" if totals["parts"] else "")
         parts.append(
-            f"the `{name}` set needs {totals['passes']} passes: {_duration(totals['seconds'])} one after another, "
-            f"{totals['memory_bytes'] / 1e9:.1f} GB at its largest pass and {totals['disk_bytes'] / 1e9:.1f} GB of "
-            f"disk, which " + ("fits one runner" if not misfits else f"exceeds one runner's {' and '.join(misfits)}")
-            + (f"; split into {count} shards, " + ("every shard fits" if not shard_misfits else
-                                                  f"{shard_misfits} of {count} still "
-                                                  f"{'does' if shard_misfits == 1 else 'do'} not fit")
+            f"the `{name}` set needs {totals['passes']} passes{split}: {_duration(totals['seconds'])} one after "
+            f"another, {totals['memory_bytes'] / 1e9:.1f} GB at its largest pass and "
+            f"{totals['disk_bytes'] / 1e9:.1f} GB of disk, which "
+            + ("fits one runner" if not misfits else f"exceeds one runner's {' and '.join(misfits)}")
+            + (f"; in {count} shards of at most {_duration(plan.budget.seconds)} and "
+               f"{plan.budget.disk_bytes / 1e9:.0f} GB, "
+               + ("every shard fits" if not shard_misfits else
+                  f"{shard_misfits} of {count} still {'does' if shard_misfits == 1 else 'do'} not fit")
                if count > 1 else ""))
-    too_long = sorted({p.id for plan in plans.values() for p in plan.passes
-                       if plan.estimates[p.id].seconds > RUNNER.job_seconds * JOB_BUDGET})
-    tail = (f" A pass longer than a job on its own cannot be split by sharding: {', '.join(f'`{i}`' for i in too_long)}."
-            if too_long else "")
+    too_large = sorted({i for plan in plans.values() for i in plan.too_large()})
+    tail = (f" Larger than a shard on their own, and not to be split further: "
+            f"{', '.join(f'`{i}`' for i in too_large)}." if too_large else "")
     source = next(iter(plans.values())).throughput.source if plans else ""
     text = "; ".join(parts)
     return text[:1].upper() + text[1:] + f" (seconds: {source})." + tail

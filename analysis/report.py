@@ -1,15 +1,22 @@
-"""What a page publishes: its result table, claims and controls as parquet; its numbers glued into the text.
+"""What a page publishes: its result table, claims and controls as parquet; its conclusions as cell outputs.
 
 A notebook makes its measurement in visible cells and hands the results to a :class:`Page`, which
-writes the tables (atomically: temporary file, then rename) and glues the verdict block, the
-weights block and every number for the page's prose. Nothing here measures anything.
+writes the tables (atomically: temporary file, then rename), glues every number for the page's prose
+(the Method paragraphs of the built book), and shows the page's conclusions — the weights block, the
+"what this run shows" sentence, the verdict — as *cell outputs*: each carries MyST (``text/markdown``, which
+the built book renders, admonitions included), HTML (``text/html``, which Jupyter, JupyterLab, Colab and VS Code
+show) and plain text, so a page executed by papermill alone and opened anywhere ends in its verdict too.
+Nothing here measures anything.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import os
-from collections.abc import Iterable
+import re
+import string
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,9 +166,105 @@ def percent(value: float, digits: int = 1) -> str:
     return "not measured" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}%}"
 
 
+class MissingNumberError(KeyError):
+    """A sentence template names a number that :meth:`Page.publish` was not given."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def template_fields(template: str) -> list[str]:
+    """The names a ``str.format`` template reads (``{n_images}``, ``{share:.1%}``, ``{row.model}`` -> ``row``)."""
+    names = []
+    for _, field_name, _, _ in string.Formatter().parse(template):
+        if field_name is None:
+            continue
+        name = re.split(r"[.\[]", field_name, maxsplit=1)[0]
+        if not name or name.isdigit():
+            raise ValueError(f"the sentence {template[:60]!r}… has a positional field {{{field_name}}}: "
+                             "name the number it shows, e.g. {n_images}")
+        names.append(name)
+    return names
+
+
+def fill(template: str, numbers: Mapping[str, Any], page: str = "this page") -> str:
+    """``template`` with its format fields filled from ``numbers`` (``{primary_median:.1f}``, ``{share:.0%}``;
+    strings are Markdown and go in as they are). A field that names no number raises
+    :class:`MissingNumberError` naming it and the numbers there are."""
+    missing = sorted(set(template_fields(template)) - set(numbers))
+    if missing:
+        raise MissingNumberError(
+            f"{page}: the sentence names {', '.join(map(repr, missing))}, which page.publish() was not given "
+            f"(it was given: {', '.join(sorted(numbers)) or 'nothing'})")
+    return template.format_map(numbers)
+
+
+#: Colours of the admonitions where no MyST stylesheet is (Jupyter, Colab): (border, background).
+ADMONITION_COLOURS = {"tip": ("#2e7d32", "#edf7ed"), "error": ("#c62828", "#fdecea"), "danger": ("#c62828", "#fdecea"),
+                      "warning": ("#ef6c00", "#fff4e5"), "note": ("#1565c0", "#e8f1fb")}
+#: A MyST admonition as :func:`verdict_markdown`, :func:`controls_markdown` and :func:`weights_markdown` write it.
+ADMONITION = re.compile(r"^```\{admonition\}[ \t]*(?P<title>[^\n]*)\n(?::class:[ \t]*(?P<cls>[\w-]+)[ \t]*\n)?"
+                        r"(?P<body>.*?)\n```[ \t]*$", re.S | re.M)
+
+
+def _commonmark(text: str, inline: bool = False) -> str:
+    from markdown_it import MarkdownIt  # a dependency of myst-nb, installed wherever the study is
+
+    renderer = MarkdownIt("commonmark", {"html": False})  # raw HTML in a sentence is shown, not run
+    return renderer.renderInline(text) if inline else renderer.render(text)
+
+
+def markdown_html(text: str) -> str:
+    """The page's MyST as HTML for hosts that do not read MyST: each admonition a coloured box with its title,
+    the rest CommonMark."""
+    parts, end = [], 0
+    for match in ADMONITION.finditer(text):
+        parts.append(_commonmark(text[end:match.start()]))
+        cls = match["cls"] or "note"
+        border, background = ADMONITION_COLOURS.get(cls, ADMONITION_COLOURS["note"])
+        parts.append(
+            f'<div class="admonition {html.escape(cls)}" style="border-left: 4px solid {border}; background: '
+            f'{background}; padding: 0.3em 0.9em; margin: 0.6em 0;">'
+            f'<p class="admonition-title" style="font-weight: bold; margin: 0.4em 0;">'
+            f"{_commonmark(match['title'].strip(), inline=True)}</p>{_commonmark(match['body'].strip())}</div>")
+        end = match.end()
+    parts.append(_commonmark(text[end:]))
+    return "".join(part for part in parts if part.strip())
+
+
+def markdown_text(text: str) -> str:
+    """The page's MyST as plain text (a terminal, ``nbconvert --to script``): admonition fences and classes left out."""
+    def unfence(match: re.Match) -> str:
+        return f"{match['title'].strip()}\n\n{match['body'].strip()}"
+
+    return ADMONITION.sub(unfence, text).strip()
+
+
+class Shown:
+    """One block of a page's conclusions as a cell output: MyST for the built book, HTML for Jupyter and Colab,
+    plain text elsewhere (the book is configured to prefer ``text/markdown``, Jupyter prefers ``text/html``)."""
+
+    def __init__(self, myst: str):
+        self.myst = myst
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
+        return {"text/markdown": self.myst, "text/html": markdown_html(self.myst), "text/plain": markdown_text(self.myst)}
+
+    def __repr__(self) -> str:
+        return markdown_text(self.myst)
+
+
+def show(myst: str) -> None:
+    """Display ``myst`` (MyST Markdown, admonitions allowed) as one cell output, see :class:`Shown`."""
+    from IPython.display import display
+
+    display(Shown(myst))
+
+
 @dataclass
 class Page:
-    """Collects one page's results and publishes them (tables under ``results_dir``, glue for the text)."""
+    """Collects one page's results and publishes them (tables under ``results_dir``, glue for the text), and shows
+    its conclusions as cell outputs (:meth:`show_weights`, :meth:`show_finding`, :meth:`show_verdict`)."""
 
     name: str
     results_dir: str | Path | None = None
@@ -170,6 +273,8 @@ class Page:
     provenances: list[Provenance] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: What :meth:`publish` was given (and ``confidence``): the fields of :meth:`show_finding`'s sentence.
+    numbers: dict[str, Any] | None = None
 
     @property
     def folder(self) -> Path:
@@ -219,16 +324,40 @@ class Page:
         return self.folder
 
     def publish(self, **numbers: Any) -> None:
-        """Save the tables and glue ``verdict``, ``headline``, ``weights`` and every number given."""
+        """Save the tables, glue ``headline``, ``confidence`` and every number given (for the prose of the built
+        book), and keep the numbers for :meth:`show_finding`."""
         from IPython.display import Markdown
         from myst_nb import glue
 
         self.save()
-        glue("verdict", Markdown(verdict_markdown(self.claims, self.controls)), display=False)
-        glue("controls", Markdown(controls_markdown(self.controls)), display=False)
+        self.numbers = {"confidence": CONFIDENCE * 100, **numbers}
         glue("headline", Markdown(f"**{self.headline}**"), display=False)
-        glue("weights", Markdown(weights_markdown(self.provenances, self.notes)), display=False)
         glue("confidence", CONFIDENCE * 100, display=False)  # the intervals' level, for the Method paragraphs
         for key, value in numbers.items():
             # strings glue as Markdown ({glue:md}`key`); numbers as values ({glue:text}`key:.2f`)
             glue(key, Markdown(value) if isinstance(value, str) else value, display=False)
+
+    def finding(self, template: str) -> str:
+        """The "what this run shows" sentence: ``template`` filled from the numbers given to :meth:`publish`
+        (``{n_images}``, ``{primary_median:.1f}``, ``{confidence:.0f}``; strings are Markdown)."""
+        if self.numbers is None:
+            raise RuntimeError(f"page {self.name!r}: call page.publish(...) before page.show_finding(...), "
+                               "which reads the numbers published")
+        return fill(template.strip(), self.numbers, f"page {self.name!r}")
+
+    def show_finding(self, template: str) -> None:
+        """Show the "what this run shows" sentence (:meth:`finding`) as a cell output."""
+        show(self.finding(template))
+
+    def show_verdict(self, markdown: str | None = None) -> None:
+        """Show the verdict block (:func:`verdict_markdown` of the page's claims and controls, or ``markdown``, a
+        page's own verdict admonition) as a cell output."""
+        show(verdict_markdown(self.claims, self.controls) if markdown is None else markdown)
+
+    def show_controls(self) -> None:
+        """Show the negative controls alone (a page without claims) as a cell output."""
+        show(controls_markdown(self.controls))
+
+    def show_weights(self) -> None:
+        """Show the weights this page's numbers rest on, and any image notes, as a cell output."""
+        show(weights_markdown(self.provenances, self.notes))

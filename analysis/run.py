@@ -13,6 +13,12 @@ results declares it in its notebook metadata, ``"registers": {"reads": ["results
 Where the weights, the feature cache and the results live reaches the kernel through the
 environment (``REGISTERS_WEIGHTS_DIR``, ``REGISTERS_CACHE``, ``REGISTERS_RESULTS``), so no path
 of this machine is written into a page.
+
+The study's own address (:func:`repository_url`) is set by whoever publishes it: ``_config.yml``'s
+``repository.url`` when it is filled in, else the clone's ``git remote get-url origin`` (an ssh remote in its https
+form). It goes into the staged ``_config.yml`` (repository and launch buttons; with no address known, both are
+left out) and into every executed page that declares a ``study`` parameter, as ``git+<address>``: the address its
+first cell installs the study from when the page runs outside a clone.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +65,54 @@ PAGES = toc_pages()
 def page_reads(page: str) -> list[str]:
     """The build-folder globs a page declares it reads (its notebook's ``registers.reads`` metadata)."""
     return list(nbformat.read(notebook_path(page), as_version=4).metadata.get("registers", {}).get("reads", []))
+
+
+#: A remote in scp form, ``git@github.com:owner/repo.git``.
+SCP_REMOTE = re.compile(r"^(?:[\w.-]+@)?(?P<host>[\w.-]+):(?!//)(?P<path>[^\\]+)$")
+#: A remote as a URL: ``ssh://git@github.com/owner/repo.git``, ``https://user:token@host/owner/repo``.
+URL_REMOTE = re.compile(r"^(?P<scheme>https?|ssh|git|git\+ssh)://(?:[^@/]*@)?(?P<host>[\w.-]+)(?::\d+)?/(?P<path>.+)$")
+
+
+def https_url(remote: str | None) -> str | None:
+    """A git remote as the web address of its repository: ``git@github.com:o/r.git`` and ``ssh://git@github.com/o/r``
+    become ``https://github.com/o/r``; credentials and a trailing ``.git`` are dropped. A local path or ``file://``
+    remote has no public address: None."""
+    remote = (remote or "").strip()
+    match = URL_REMOTE.match(remote)
+    if match:
+        scheme = "http" if match["scheme"] == "http" else "https"
+        host, path = match["host"], match["path"]
+    elif (match := SCP_REMOTE.match(remote)) and "/" not in match["host"] and not remote.startswith(("/", ".")):
+        scheme, host, path = "https", match["host"], match["path"]
+    else:
+        return None
+    path = path.strip("/").removesuffix(".git").strip("/")
+    return f"{scheme}://{host}/{path}" if path else None
+
+
+def git_remote(root: Path = ROOT, name: str = "origin") -> str | None:
+    """``git remote get-url <name>`` of the clone at ``root`` (None: not a clone, no such remote, no git)."""
+    try:
+        found = subprocess.run(["git", "-C", str(root), "remote", "get-url", name], capture_output=True, text=True,
+                               timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (found.stdout.strip() or None) if found.returncode == 0 else None
+
+
+def repository_url(root: Path = ROOT, config: Path | None = None) -> str | None:
+    """The study's public address: ``repository.url`` of ``config`` (``_config.yml``) when it is set, else the
+    https form of the clone's ``origin`` remote, else None (nothing to point launch buttons or an install at)."""
+    settings = yaml.safe_load(Path(config or root / "_config.yml").read_text()) or {}
+    configured = str((settings.get("repository") or {}).get("url") or "").strip()
+    if configured:
+        return https_url(configured) or configured.rstrip("/")
+    return https_url(git_remote(root))
+
+
+def study_parameter(page: str, url: str | None) -> dict:
+    """``{"study": "git+<url>"}`` for a page that declares ``study`` when the address is known, else ``{}``."""
+    return {"study": f"git+{url}"} if url and "study" in declared_parameters(page) else {}
 
 
 class ParameterError(ValueError):
@@ -264,8 +319,9 @@ def run_page(
 
     Returns the executed notebook's path. Skips execution when the executed copy's key matches. The notebook is
     written to a temporary file renamed into place at the end: a failure (a cell, a full disk) publishes nothing.
+    A page that declares ``study`` gets the study's address (:func:`repository_url`) unless ``parameters`` set it.
     """
-    parameters = check_parameters(page, parameters)
+    parameters = check_parameters(page, {**study_parameter(page, repository_url()), **parameters})
     build_dir = Path(build_dir).resolve()
     output = build_dir / "src" / "book" / f"{page}.ipynb"
     key = execution_key(page, parameters, build_dir, weights_dir)
@@ -289,13 +345,36 @@ def run_page(
     return output
 
 
-def stage_sources(build_dir: Path) -> Path:
-    """Copy the book's configuration and Markdown pages next to the executed notebooks."""
+def staged_config(url: str | None, config: Path = ROOT / "_config.yml") -> dict:
+    """The ``_config.yml`` the site is built with: no guard extension, the study's address ``url`` as the
+    repository; with no address, no repository button and no launch buttons (nothing to point them at)."""
+    settings = yaml.safe_load(config.read_text())
+    extensions = settings.get("sphinx", {}).get("extra_extensions", [])
+    settings.setdefault("sphinx", {})["extra_extensions"] = [e for e in extensions if e != "analysis.sphinx_guard"]
+    repository = settings.setdefault("repository", {})
+    if url:
+        repository["url"] = url
+    else:
+        repository["url"] = ""  # not Jupyter Book's default address
+        settings.pop("launch_buttons", None)
+        for button in ("use_repository_button", "use_edit_page_button", "use_issues_button"):
+            settings.setdefault("html", {})[button] = False
+    return settings
+
+
+#: :func:`stage_sources` without an address given: it resolves one (:func:`repository_url`).
+RESOLVE = "resolve"
+
+
+def stage_sources(build_dir: Path, url: str | None = RESOLVE) -> Path:
+    """Copy the book's configuration (:func:`staged_config` with ``url``, by default :func:`repository_url`; None:
+    no address) and Markdown pages next to the executed notebooks."""
     src = Path(build_dir).resolve() / "src"
     (src / "book").mkdir(parents=True, exist_ok=True)
     shutil.copy2(ROOT / "_toc.yml", src / "_toc.yml")
-    config = (ROOT / "_config.yml").read_text().replace("    - analysis.sphinx_guard\n", "")
-    (src / "_config.yml").write_text(config)  # the staged build is the real one: no guard
+    settings = staged_config(repository_url() if url == RESOLVE else url)  # the staged build is the real one
+    (src / "_config.yml").write_text("# Staged by analysis.run.stage_sources from the study's _config.yml.\n"
+                                     + yaml.safe_dump(settings, sort_keys=False, allow_unicode=True))
     shutil.copytree(BOOK / "_static", src / "_static", dirs_exist_ok=True)  # the site's stylesheet
     for path in BOOK.iterdir():
         if path.suffix != ".ipynb" and path.is_file():
@@ -331,9 +410,13 @@ def build_book(
     missing = parameter_sets.missing_weights("paper", weights_dir) if set_name == "auto" else []
     reason = f" (paper weights missing offline: {', '.join(missing)})" if missing else ""
     print(f"[book] parameter set: {chosen}{reason}", flush=True)
-    stage_sources(build_dir)
+    url = repository_url()
+    unknown = ("none known (no repository.url in _config.yml, no git remote origin): no launch buttons, and a page "
+               "run outside a clone says how to install the study")
+    print(f"[book] the study's address: {url or unknown}", flush=True)
+    stage_sources(build_dir, url)
     for page in PAGES:
-        page_parameters = dict(parameter_sets.SETS[chosen][page])
+        page_parameters = {**study_parameter(page, url), **parameter_sets.SETS[chosen][page]}
         if "parameter_set" in declared_parameters(page):
             page_parameters["parameter_set"] = chosen
         for key, value in (overrides or {}).items():

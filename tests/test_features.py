@@ -264,3 +264,54 @@ def test_an_entry_made_where_the_images_sat_elsewhere_is_read_here_and_points_at
                                                           progress=False))
     assert sorted(image["origin"] for image in recorded.meta["images"]) == [str(here / "chelsea.png"),
                                                                             str(here / "coffee.png")]
+
+
+# --------------------------------------------------------------------------------------------------------
+# A pass in parts (issue 23): image ranges run apart, joined into the entry of the whole pass.
+
+
+def test_part_spans_are_whole_batches_that_cover_the_sample_in_order():
+    for n_images, batch, count in [(10, 2, 3), (500, 4, 8), (100, 4, 2), (12, 4, 3), (3, 4, 2)]:
+        spans = [features.part_span(n_images, batch, index, count) for index in range(1, count + 1)]
+        assert spans[0][0] == 0 and spans[-1][1] == n_images
+        assert all(one[1] == two[0] for one, two in zip(spans, spans[1:]))  # contiguous, in order
+        assert all(start % batch == 0 for start, _ in spans)  # each part's batches are the whole pass's batches
+    assert [features.part_span(500, 4, index, 8) for index in (1, 2, 8)] == [(0, 60), (60, 124), (436, 500)]
+    assert features.part_span(3, 4, 1, 2) == (0, 0)  # fewer batches than parts: an empty part
+    with pytest.raises(ValueError):
+        features.part_span(10, 2, 4, 3)
+
+
+def test_a_pass_run_in_parts_on_three_machines_joins_into_the_whole_pass_entry(weights_dir, tmp_path, monkeypatch):
+    """Three parts of one pass, each in its own cache folder (as on its own machine), merged into a fourth: the
+    joined entry has the whole pass's folder (cache key), frames, arrays and meta, and reading it runs no model."""
+    from analysis import plan
+
+    run = features.RunOptions("builtin", 6, 224, weights_dir=weights_dir, progress=False, batch_size=2,
+                              allow_hub=False)
+    whole = features.extract(TINY, run.replace(cache_dir=tmp_path / "whole"), keep=("output",))
+    whole_folder, = [p for p in (tmp_path / "whole").iterdir() if p.is_dir()]
+    for index in (1, 2, 3):
+        folder = features.extract_part(TINY, run.replace(cache_dir=tmp_path / f"machine{index}"), (index, 3),
+                                       keep=("output",))
+        assert folder.parent.name == whole_folder.name and folder.parent.parent.name == features.PARTS_DIR
+        assert features.count_passes(tmp_path / f"machine{index}").part.tolist() == [f"{index}/3"]
+
+    waiting = plan.merge_caches([tmp_path / "machine1", tmp_path / "machine3"], tmp_path / "book")
+    assert waiting["parts"] == 2 and waiting["assembled"] == 0  # an incomplete set waits for the rest
+    assert not (tmp_path / "book" / whole_folder.name).exists()
+    joined_now = plan.merge_caches([tmp_path / "machine2"], tmp_path / "book")
+    assert joined_now["parts"] == 1 and joined_now["assembled"] == 1
+    assert sorted(p.name for p in (tmp_path / "book").iterdir()) == ["passes.jsonl", whole_folder.name]
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model ran despite the joined entry"))
+    joined = features.extract(TINY, run.replace(cache_dir=tmp_path / "book"), keep=("output",))
+    for name in features.FRAMES:
+        pd.testing.assert_frame_equal(getattr(joined, name), getattr(whole, name))
+    np.testing.assert_array_equal(joined.arrays["output"], whole.arrays["output"])
+    meta = dict(joined.meta)
+    sources = meta.pop("assembled_from")
+    assert meta == whole.meta
+    assert [(s["part"], s["images"]) for s in sources] == [("1/3", [0, 2]), ("2/3", [2, 4]), ("3/3", [4, 6])]
+    assert features.extract_part(TINY, run.replace(cache_dir=tmp_path / "book"), (2, 3), keep=("output",)) == \
+        tmp_path / "book" / whole_folder.name  # the whole entry is there: a part has nothing to run

@@ -102,3 +102,21 @@ def test_the_papers_own_cutoff_is_read_for_the_model_it_belongs_to(tiny_features
     assert findings.paper_share_interval(as_dino).estimate == as_dino.share_above_paper_cutoff
     unnamed = findings.norm_summary({"vit_tiny_patch16_224.augreg_in21k_ft_in1k": tiny_features}, 150.0).iloc[0]
     assert np.isnan(unnamed.paper_cutoff) and findings.paper_share_interval(unnamed) is None
+
+
+def test_depth_sentence_names_the_blocks_and_whether_the_mode_survives_to_the_output():
+    from analysis.findings import depth_sentence
+
+    assert depth_sentence(np.zeros(12, bool)) == "no block of the 12 has a separated high-norm mode"
+    middle = np.zeros(12, bool)
+    middle[5:9] = True  # a distilled model's middle blocks, gone by the output
+    assert depth_sentence(middle) == ("a separated high-norm mode exists in blocks 5–8 of 0–11, and none is left "
+                                      "at the last block (the output)")
+    late = np.zeros(12, bool)
+    late[7:] = True
+    assert depth_sentence(late) == "a separated high-norm mode exists in blocks 7–11 of 0–11: from block 7 on, up to the output"
+    broken = np.array([0, 1, 0, 0, 1, 1], bool)
+    assert depth_sentence(broken) == ("a separated high-norm mode exists in blocks 1 and 4–5 of 0–5; without a break "
+                                      "from block 4 on, up to the output")
+    single = np.array([0, 0, 1], bool)
+    assert depth_sentence(single) == "a separated high-norm mode exists in block 2 of 0–2: from block 2 on, up to the output"

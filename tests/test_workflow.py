@@ -72,7 +72,8 @@ def test_zizmor_finds_nothing_offline():
 
 def test_the_jobs_run_the_plan_as_a_matrix_then_build_from_the_merged_cache():
     graph = {name: job.get("needs", []) for name, job in jobs().items()}
-    assert graph == {"plan": [], "passes": "plan", "test": [], "book": ["plan", "passes"], "deploy": ["book", "test"]}
+    assert graph == {"plan": [], "passes": "plan", "lite": "plan", "test": [], "book": ["plan", "passes", "lite"],
+                     "deploy": ["book", "test"]}
     assert jobs()["passes"]["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
     assert jobs()["passes"]["strategy"]["fail-fast"] is False
     assert jobs()["plan"]["outputs"]["matrix"] == "${{ steps.plan.outputs.matrix }}"
@@ -84,6 +85,9 @@ def test_the_jobs_run_the_plan_as_a_matrix_then_build_from_the_merged_cache():
                                     "make book PARAMS=paper BOOK_ARGS=--expect-cached"]
     upload = next(s for s in steps("book") if "upload-pages-artifact" in s.get("uses", ""))
     assert upload["with"]["path"] == "_build/html"
+    lite_site = next(s for s in steps("book") if s.get("with", {}).get("name") == "site-lite")
+    assert lite_site["uses"].startswith("actions/download-artifact") and lite_site["with"]["path"] == "_build/html/lite"
+    assert steps("book").index(lite_site) < steps("book").index(upload)  # the lite book is inside the one site
     assert any(s.get("uses", "").startswith("actions/deploy-pages") for s in steps("deploy"))
     assert any(c.startswith("make test") for c in run_commands("test"))
 
@@ -104,8 +108,21 @@ def test_each_shard_fetches_only_its_models_and_caches_its_passes_by_id():
     assert download["with"] == {"pattern": "features-*", "path": "_build/shards"}
 
 
+def test_the_lite_book_is_one_job_with_its_models_hub_cache_keyed_by_the_plans_model_list():
+    assert run_commands("lite") == ['make plan PARAMS=lite PLAN_ARGS="--github-output $GITHUB_OUTPUT"',
+                                    "make book PARAMS=lite"]
+    planned = next(s for s in steps("lite") if s.get("run", "").startswith("make plan"))
+    hub = next(s for s in steps("lite") if s.get("with", {}).get("path") == "~/.cache/huggingface/hub")
+    assert hub["uses"].startswith("actions/cache@")  # restored before the build, saved after it
+    assert hub["with"]["key"] == f"hf-${{{{ steps.{planned['id']}.outputs.weights_key }}}}"
+    order = [s.get("run") or s.get("uses") for s in steps("lite")]
+    assert order.index(planned["run"]) < order.index(hub["uses"]) < order.index("make book PARAMS=lite")
+    upload = next(s for s in steps("lite") if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert upload["with"]["name"] == "site-lite" and upload["with"]["path"] == "_build/html"
+
+
 def test_every_job_sees_imagenette_as_the_plan_job_saved_it():
-    for job in ("plan", "passes", "book"):
+    for job in ("plan", "passes", "lite", "book"):
         cached = [s for s in steps(job) if s.get("with", {}).get("path") == "data/imagenette"]
         assert cached and all(s["with"]["key"] == "imagenette-val-320px" for s in cached)
         if job != "plan":
@@ -165,7 +182,8 @@ def test_makefile_accepts_the_variables_the_workflow_sets():
 
 
 @pytest.mark.parametrize("set_name", ["ci", "paper"])
-def test_the_matrix_the_plan_emits_covers_every_pass_exactly_once(set_name, weights_dir, tmp_path):
+def test_the_matrix_the_plan_emits_covers_every_pass_exactly_once(set_name, weights_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("REGISTERS_IMAGENETTE", str(tmp_path / "no_imagenette"))  # as on a machine without it
     result = subprocess.run([sys.executable, "-m", "analysis", "--build-dir", str(tmp_path), "--weights-dir",
                              str(weights_dir), "plan", "--set", set_name, "--github-output",
                              str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -180,3 +198,6 @@ def test_the_matrix_the_plan_emits_covers_every_pass_exactly_once(set_name, weig
         ids = set(entry["passes"].split())
         models = {p.model for p in expected.passes if p.id in ids and p.pretrained}
         assert entry["models"] == (" ".join(sorted(models)) or "-")
+        assert entry["seconds"] <= plan.SHARD_BUDGET.seconds  # an hour at most, parts of long passes included
+    assert outputs["models"] == " ".join(expected.models()) and outputs["weights_key"] == plan.weights_key(
+        expected.models())
