@@ -93,6 +93,15 @@ CLAIMS: dict[str, ClaimText] = {
                            "DINOv2 trained with 4 registers has no outlier patch tokens (Fig. 7)"),
     "norm_in_registers": ClaimText("registers", Kind.PAPER, "the high norms move into the register tokens",
                                    "the registers carry the high norm instead (Sec. 3, Fig. 8)"),
+    "registers_released": ClaimText("registers", Kind.MECHANISM,
+                                    "a released twin trained with registers has (almost) none of the high-norm "
+                                    "patch tokens its twin without has",
+                                    "registers remove the artifact (Sec. 3, Fig. 7); the released DINOv2 S/B/L "
+                                    "with and without registers are distilled from the ViT-g pair"),
+    "norm_in_registers_released": ClaimText("registers", Kind.MECHANISM,
+                                            "in a released twin trained with registers, the registers carry the high "
+                                            "norm instead",
+                                            "the registers carry the high norm instead (Sec. 3, Fig. 8)"),
     "test_time_registers": ClaimText("test_time_registers", Kind.MECHANISM,
                                      "moving a few units onto an extra token removes the outliers",
                                      "Jiang et al. 2025: test-time registers remove the high-norm tokens"),
@@ -668,18 +677,21 @@ def judge_registers(plain: str, with_registers: str, random_weights: bool, plain
     if random_weights:
         return _untestable(claim, RANDOM, rule)
     if PAPER_REGISTER_PAIRS.get(plain) != with_registers:
-        return _untestable(claim, NO_STATEMENT + " pair", rule)
+        if not _is_register_pair(plain, with_registers):
+            return _untestable(claim, NO_STATEMENT + " pair", rule)
+        # a released DINOv2 pair of another size: the same rule, as the mechanism, only where there are outliers
+        claim, rule = "registers_released", rule.replace("the paper's model pair", "a released DINOv2 pair")
     if plain_has_outliers is None:
         return _undecided(claim, rule)
     if not plain_has_outliers:
         return _untestable(claim, "the model without registers has no outliers to remove", rule)
-    return register_reduction_rule(reduction, rule)
+    return register_reduction_rule(reduction, rule, claim)
 
 
-def register_reduction_rule(reduction: Interval, rule: str = "") -> Judgement:
+def register_reduction_rule(reduction: Interval, rule: str = "", claim: str = "registers") -> Judgement:
     """The rule of :func:`judge_registers` without the pair's names: a reduction of at least
     :data:`MIN_REGISTER_REDUCTION`."""
-    return _judge("registers", reduction, MIN_REGISTER_REDUCTION, rule, ".0%", name="reduction")
+    return _judge(claim, reduction, MIN_REGISTER_REDUCTION, rule, ".0%", name="reduction")
 
 
 def judge_norm_in_registers(plain: str, with_registers: str, random_weights: bool, registers_ratio: Interval,
@@ -695,16 +707,19 @@ def judge_norm_in_registers(plain: str, with_registers: str, random_weights: boo
     if random_weights:
         return _untestable(claim, RANDOM, rule)
     if PAPER_REGISTER_PAIRS.get(plain) != with_registers:
-        return _untestable(claim, NO_STATEMENT + " pair", rule)
-    return norm_in_registers_rule(registers_ratio, plain_cutoff_ratio, rule)
+        if not _is_register_pair(plain, with_registers):
+            return _untestable(claim, NO_STATEMENT + " pair", rule)
+        claim = "norm_in_registers_released"  # the mechanism on a released DINOv2 pair of another size
+        rule = "a released DINOv2 pair; " + rule
+    return norm_in_registers_rule(registers_ratio, plain_cutoff_ratio, rule, claim)
 
 
-def norm_in_registers_rule(registers_ratio: Interval, plain_cutoff_ratio: float, rule: str = "") -> Judgement:
+def norm_in_registers_rule(registers_ratio: Interval, plain_cutoff_ratio: float, rule: str = "",
+                           claim: str = "norm_in_registers") -> Judgement:
     """The rule of :func:`judge_norm_in_registers` without the pair's names."""
     if not math.isfinite(plain_cutoff_ratio):
-        return _untestable("norm_in_registers", "the model without registers has no outlier cutoff", rule)
-    return _judge("norm_in_registers", registers_ratio, plain_cutoff_ratio, rule, ".1f",
-                  name="register/patch norm ratio")
+        return _untestable(claim, "the model without registers has no outlier cutoff", rule)
+    return _judge(claim, registers_ratio, plain_cutoff_ratio, rule, ".1f", name="register/patch norm ratio")
 
 
 #: The test-time register must remove at least this share of the outliers on held-out images.

@@ -586,8 +586,11 @@ def setting_differences(spec: str, sample: AnnotatedSample, resolution: int | No
         if sample.split != PUBLISHED_SPLIT:
             differences.append(f"the {sample.split or 'whole-folder'} split (published: {PUBLISHED_SPLIT})")
         if n < PUBLISHED_IMAGES:
-            differences.append(f"{n} images, a seeded sample of the {sample.available} "
-                               f"(published: all {PUBLISHED_IMAGES})")
+            drawn, available = len(sample.records), sample.available or len(sample.records)
+            base = (f"a seeded sample of {drawn} of the {available} images" if drawn < available
+                    else f"all {available} images of this folder's {sample.split or 'annotations'}")
+            differences.append(f"{n} images: " + (f"the held-out half of {base}" if n < drawn else base)
+                               + f" (published: all {PUBLISHED_IMAGES})")
     patch = patch_size or _patch_of(spec)
     own = ""
     if patch and sample.sizes:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .images import BUILTIN_PHOTOS, imagenette_available
 from .models import CENSUS, OFFLINE_MODEL, ModelSpec, weights_available
+from .voc import voc_available, voc_folder
 
 TINY = OFFLINE_MODEL
 
@@ -32,6 +33,9 @@ PAPER_IMAGES = {"image_source": "imagenette", "n_images": 100}
 #: The lite set's class probe: Imagenette when ``make images`` put it here (20 per class), else the digits.
 LITE_LABELLED = {"labelled_source": "imagenette" if IMAGENETTE else "digits", "per_class": 20}
 PAPER_LABELLED = {"labelled_source": "imagenette", "per_class": 50}
+#: Object discovery reads VOC 2007 trainval (LOST's and the paper's Table 3 set) when ``make voc`` put it here, else
+#: the planted set (the page then says its CorLoc is not comparable with Table 3); a seeded sample either way.
+VOC = {"voc_root": str(voc_folder()), "voc_split": "trainval"} if voc_available() else {}
 COMMON_PAPER = {**PAPER_IMAGES, "resolution": 448, "seed": 0, "threshold": 150.0}
 #: Pages that draw their own (labelled or annotated) images take everything but the image sample.
 UNLABELLED_CI = {k: v for k, v in COMMON_CI.items() if k not in ("image_source", "n_images")}
@@ -102,7 +106,7 @@ PAPER: dict[str, dict] = {
     },
     "information_probes": {**UNLABELLED_PAPER, "model": "vit_giant_patch14_dinov2.lvd142m", **PAPER_LABELLED},
     "test_time_registers": {**COMMON_PAPER, "model": "vit_large_patch14_dinov2.lvd142m"},
-    "object_discovery": {**UNLABELLED_PAPER, "resolution": 224, "n_discovery": 16,
+    "object_discovery": {**UNLABELLED_PAPER, **VOC, "resolution": 224, "n_discovery": 1000,
                          "models": ["vit_small_patch16_224.dino", "vit_small_patch14_dinov2.lvd142m",
                                     "vit_small_patch14_reg4_dinov2.lvd142m"]},
     "census": {**COMMON_PAPER, "resolution": 224, "models": CENSUS, "controls": [f"random:{TINY}"]},
@@ -140,7 +144,7 @@ LITE: dict[str, dict] = {
     "registers": {**COMMON_LITE, "models": [DINOV2_B14, DINOV2_B14_REG]},
     "information_probes": {**UNLABELLED_LITE, "model": DINOV2_B14, **LITE_LABELLED},
     "test_time_registers": {**COMMON_LITE, "model": DINOV2_B14},
-    "object_discovery": {**UNLABELLED_LITE, "n_discovery": 100,
+    "object_discovery": {**UNLABELLED_LITE, **VOC, "n_discovery": 100,
                          "models": [DINO_S16, DINOV2_B14, DINOV2_B14_REG, DEIT3_B16, OPENCLIP_B16]},
     "census": {**COMMON_LITE, "models": [m for m in LITE_MODELS], "controls": [f"random:{DINOV2_B14}"]},
     "claims": {},

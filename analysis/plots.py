@@ -4,6 +4,10 @@ Figures are drawn 8 inches wide with 13-point text, so that scaled to the book's
 (about 760 px at 1280 px window width) their text is as large as the body text. Model labels come
 from :func:`short_name`; random-init models are labelled so in every legend and title. The weights'
 full provenance is printed under each figure by the page (a caption), not inside the image.
+
+What a reader compares is drawn so it can be compared: maps of one quantity share one colour scale
+(:func:`norm_scale`, :func:`attention_scale`) with a labelled colour bar; every box and mark is named in a legend;
+count axes tick at whole numbers; legends sit beside or below the data, never on it (constrained layout makes room).
 """
 
 from __future__ import annotations
@@ -107,11 +111,12 @@ def _figure(*shape: int, height: float, **kwargs) -> tuple[plt.Figure, np.ndarra
 
 
 def _log_ticks(axis) -> None:
-    """Plain-number ticks on a log ``axis`` (``10, 20, 50``, not ``2×10¹``), as many as fit: 1-2-5 steps over
-    up to three decades, one per decade beyond; minor ticks unlabelled (their labels overlapped)."""
+    """Plain-number ticks on a log ``axis`` (``10, 20, 50``, not ``2×10¹``), as many as fit: 1-2-3-5-7 steps
+    within a decade, 1-2-5 steps over up to three decades, one per decade beyond; minor ticks unlabelled (their
+    labels overlapped)."""
     low, high = sorted(axis.get_view_interval())
     decades = np.log10(high / low) if low > 0 else np.inf
-    subs = (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
+    subs = (1.0, 2.0, 3.0, 5.0, 7.0) if decades <= 1 else (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=30))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(NullFormatter())
@@ -127,18 +132,25 @@ def _no_data(ax: plt.Axes, text: str) -> None:
     ax.set_axis_off()
 
 
+def _largest(maps: Iterable[np.ndarray]) -> float:
+    """The largest finite value in any of ``maps`` (1 where there is none above 0: a scale still has a range)."""
+    values = [np.asarray(m, dtype=float) for m in maps]
+    finite = [float(v[np.isfinite(v)].max()) for v in values if np.isfinite(v).any()]
+    top = max(finite, default=1.0)
+    return top if top > 0 else 1.0
+
+
 def norm_scale(maps: Iterable[np.ndarray]) -> Normalize:
     """One linear colour scale for norm maps compared side by side: 0 to the largest norm in any of them, so a
     random-init model whose largest norm is 8 looks as dim next to a pretrained one at 500 as it is."""
-    top = max((float(np.nanmax(m)) for m in maps), default=1.0)
-    return Normalize(0.0, top if top > 0 else 1.0)
+    top = _largest(maps)
+    return Normalize(0.0, top)
 
 
 def attention_scale(maps: Iterable[np.ndarray]) -> LogNorm:
     """One log colour scale for attention maps compared side by side: from the largest value in any of them down
     :data:`ATTENTION_DECADES` decades."""
-    top = max((float(np.nanmax(m)) for m in maps), default=1.0)
-    top = top if top > 0 else 1.0
+    top = _largest(maps)
     return LogNorm(top / 10 ** ATTENTION_DECADES, top)
 
 
@@ -182,7 +194,8 @@ def norm_histogram(norms: dict[str, np.ndarray], cutoffs: dict[str, float], thre
     top = max(max(float(v.max()) for v in norms.values()), threshold) * 1.05
     bins = np.linspace(0, top, 80)
     for label, values in norms.items():
-        ax.hist(np.ravel(values), bins=bins, histtype="step", lw=2, color=palette[label], label=textwrap.fill(label, 22))
+        ax.hist(np.ravel(values), bins=bins, histtype="step", lw=2, color=palette[label],
+                label=textwrap.fill(label, 22))
         if np.isfinite(cutoffs.get(label, np.inf)):
             ax.axvline(cutoffs[label], color=palette[label], ls=":", lw=2,
                        label=f"its adaptive cutoff ({cutoffs[label]:.0f})")
@@ -227,7 +240,7 @@ def attention_maps(pictures: list[np.ndarray], maps: dict[str, np.ndarray], outl
     image = None
     for i, (label, model_maps) in enumerate(maps.items(), start=1):
         for j, attention in enumerate(model_maps):
-            image = axes[i, j].imshow(attention, cmap="inferno")
+            image = axes[i, j].imshow(attention, cmap="inferno", norm=scale)
             _box_outliers(axes[i, j], outliers[label][j])
         axes[i, 0].set_ylabel(textwrap.fill(label, 16), fontsize=11)
     axes[0, 0].set_ylabel("image\n(model's view)", fontsize=11)

@@ -97,8 +97,8 @@ def caption(data: SlideData) -> str:
     from .stats import CONFIDENCE
 
     interval = f"{CONFIDENCE * 100:.0f} % interval over images"
-    lines = ["**How to read the slide.** Every bar carries its " + interval + " (in brackets below); red bars are "
-             "random-init models, negative controls that must show no high-norm tokens."]
+    lines = [f"**How to read the slide.** Error bars, and the ranges in brackets below, are {interval}; red bars "
+             "are random-init models, negative controls that must show no high-norm tokens."]
     if data.norms is not None and not data.norms.empty:
         shares = "; ".join(f"{short_name(r.model)} {_share(r)}" for r in data.norms.itertuples())
         lines.append(f"- **a.** The share of output patch tokens above each model's cutoff: {shares}.")

@@ -224,6 +224,25 @@ def test_local_and_global_information():
     assert claims.judge_global_information(False, 20, iv(-0.2, 0.0)).verdict is Verdict.NOT_REPRODUCED
 
 
+def test_a_released_dinov2_pair_of_another_size_is_judged_as_the_mechanism():
+    base, base_reg = "vit_base_patch14_dinov2.lvd142m", "vit_base_patch14_reg4_dinov2.lvd142m"
+    vanish = claims.judge_registers(base, base_reg, False, True, iv(0.95, 1.0))
+    assert vanish.verdict is Verdict.REPRODUCED and vanish.claim == "registers_released"
+    assert claims.CLAIMS[vanish.claim].kind is Kind.MECHANISM and "released DINOv2 pair" in vanish.rule
+    assert claims.judge_registers(base, base_reg, False, True, iv(0.8, 0.95)).verdict is Verdict.INCONCLUSIVE
+    assert claims.judge_registers(base, base_reg, False, True, iv(0.2, 0.5)).verdict is Verdict.NOT_REPRODUCED
+    no_outliers = claims.judge_registers(base, base_reg, False, False, iv(0.95, 1))  # nothing to remove
+    assert no_outliers.verdict is Verdict.NOT_TESTABLE and no_outliers.claim == "registers_released"
+    assert claims.judge_registers(base, base_reg, False, None, iv(0.95, 1)).verdict is Verdict.INCONCLUSIVE
+    assert claims.judge_registers(base, base_reg, True, True, iv(0.95, 1)).claim == "registers"  # random: control
+    assert claims.judge_registers(base, DINOV2_REG, False, True, iv(0.95, 1)).verdict is Verdict.NOT_TESTABLE  # sizes
+    carry = claims.judge_norm_in_registers(base, base_reg, False, iv(8, 12), 5.0)
+    assert carry.verdict is Verdict.REPRODUCED and carry.claim == "norm_in_registers_released"
+    assert claims.judge_norm_in_registers(base, base_reg, False, iv(1, 2), 5.0).verdict is Verdict.NOT_REPRODUCED
+    assert claims.judge_norm_in_registers(base, base_reg, False, iv(8, 12), math.inf).claim == "norm_in_registers_released"
+    assert claims.judge_registers(DINOV2_G, DINOV2_REG, False, True, iv(0.95, 1.0)).claim == "registers"  # the paper's
+
+
 def test_registers_only_on_the_papers_pairs():
     assert claims.judge_registers(DINOV2_G, DINOV2_REG, False, True, iv(0.95, 1.0)).verdict is Verdict.REPRODUCED
     assert claims.judge_registers(DINOV2_G, DINOV2_REG, False, True, iv(0.9, 1.0)).verdict is Verdict.REPRODUCED

@@ -205,8 +205,9 @@ def made_voc(root, count=12, trainval=8, size=160, photos=True):
         for name, (path, boxes) in zip(names, discovery.list_voc(planted)):
             shutil.copy(path, inner / "JPEGImages" / f"{name}.jpg")
             (x0, y0, x1, y1), = boxes
+            hard = [(1, 1, 20, 20, 0, 1), (5, 5, 30, 30, 1, 0)]  # a difficult and a truncated object
             voc_annotation(inner / "Annotations" / f"{name}.xml", name, (size, size),
-                           [(int(x0) + 1, int(y0) + 1, int(x1), int(y1), 0, 0), (1, 1, 20, 20, 0, 1), (5, 5, 30, 30, 1, 0)])
+                           [(int(x0) + 1, int(y0) + 1, int(x1), int(y1), 0, 0)] + hard)
     else:
         from PIL import Image
 
@@ -242,7 +243,8 @@ def test_difficult_and_truncated_boxes_are_truth_as_in_lost(tmp_path):
     # LOST's published CorLoc counts every object (``--no_hard`` off): a box on a difficult object is a hit
     path = tmp_path / "a.xml"
     voc_annotation(path, "a", (100, 80), [(11, 11, 40, 40, 0, 0), (51, 1, 100, 80, 0, 1), (1, 41, 30, 80, 1, 0)])
-    assert discovery.read_voc_boxes(path) == [(10.0, 10.0, 40.0, 40.0), (50.0, 0.0, 100.0, 80.0), (0.0, 40.0, 30.0, 80.0)]
+    assert discovery.read_voc_boxes(path) == [(10.0, 10.0, 40.0, 40.0), (50.0, 0.0, 100.0, 80.0),
+                                              (0.0, 40.0, 30.0, 80.0)]
     assert discovery.read_voc_boxes(path, exclude_hard=True) == [(10.0, 10.0, 40.0, 40.0)]  # LOST's --no_hard
     truth = [discovery.read_voc_boxes(path)]
     assert discovery.hits([(50.0, 0.0, 100.0, 80.0)], truth).tolist() == [True]
@@ -369,7 +371,7 @@ def test_table3_puts_the_published_corloc_beside_the_measured_one():
     assert table.comparison[0].startswith(f"{interval.text('.1%')} here, 35.3% published")
     # differences of setting, by row
     first = table.differences[0]
-    assert "8 images, a seeded sample of the 5011 (published: all 5011)" in first
+    assert "8 images: a seeded sample of 8 of the 5011 images (published: all 5011)" in first
     assert "each image squeezed to 224×224 px, a 16×16 patch grid" in first
     assert "the median image here, 500×375 px, gives 36×27 patches that way" in first
     assert "weights vit_small_patch14_dinov2.lvd142m (published: the paper's DINOv2 ViT-L/14" in first
@@ -377,7 +379,11 @@ def test_table3_puts_the_published_corloc_beside_the_measured_one():
     dino_row = table.differences[4]
     assert "weights" not in dino_row and "bias" not in dino_row and "32×24 patches" in dino_row  # LOST's own model
     assert "LOST on the last block's keys (published: its values)" in table.differences[5]
-    assert "4 images, a seeded sample" in table.differences[1]
+    assert "4 images: the held-out half of a seeded sample of 8 of the 5011" in table.differences[1]
+    listed = discovery.differences_markdown(table).splitlines()  # the page's list under the table
+    assert len(listed) == 7 and listed[0].startswith("- **DINOv2 ViT-S/14** (as released), published 35.3% on the "
+                                                     "paper's DINOv2 ViT-L/14")
+    assert listed[6].startswith("- **AugReg ViT-Ti/16** (as released): 8 images")
 
     # not on VOC 2007: nothing published beside it, the comparison says why
     planted = discovery.table3(results, {}, voc_sample(dataset="planted", split=None, available=16))
@@ -432,3 +438,4 @@ def test_object_discovery_page_runs_on_a_voc_folder(tmp_path, weights_dir):
     three = discovery.table3({tiny: result}, {}, sample)
     assert three.corloc[0] == result.hits.mean() and np.isnan(three.published_corloc[0])
     assert "each image squeezed to 224×224 px, a 14×14 patch grid" in three.differences[0]
+    assert three.differences[0].startswith("8 images: all 8 images of this folder's trainval (published: all 5011)")
