@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -268,6 +269,28 @@ def _kernel_environment(build_dir: Path, weights_dir: str | None) -> Iterator[No
                 os.environ[name] = value
 
 
+def _ipc_kernel_manager():
+    """A kernel manager whose kernel talks over Unix sockets in a private temporary folder instead of TCP on
+    localhost: nothing else on the machine can connect to it, and ipykernel has no unencrypted-TCP warning to print
+    once per page. The folder is short (a socket path may not exceed about 100 bytes) and removed with the kernel."""
+    import tempfile
+
+    from jupyter_client.manager import KernelManager
+
+    class IpcKernelManager(KernelManager):
+        def __init__(self, **options):
+            super().__init__(**options)
+            self._socket_folder = tempfile.mkdtemp(prefix="registers-kernel-")
+            self.transport, self.ip = "ipc", os.path.join(self._socket_folder, "k")
+
+        def cleanup_resources(self, restart: bool = False) -> None:
+            super().cleanup_resources(restart)
+            if not restart:
+                shutil.rmtree(self._socket_folder, ignore_errors=True)
+
+    return IpcKernelManager
+
+
 def _execute(page: str, parameters: dict, tmp: Path, build_dir: Path) -> None:
     """papermill into ``tmp``; a failing cell moves the notebook to ``build_dir/failed/`` and is one line."""
     import papermill
@@ -275,7 +298,7 @@ def _execute(page: str, parameters: dict, tmp: Path, build_dir: Path) -> None:
     try:
         papermill.execute_notebook(
             str(notebook_path(page)), str(tmp), parameters=parameters, kernel_name="python3",
-            cwd=str(ROOT), progress_bar=False,
+            cwd=str(ROOT), progress_bar=False, kernel_manager_class=_ipc_kernel_manager(),
         )
     except papermill.PapermillExecutionError as error:
         failed = build_dir / "failed" / f"{page}.ipynb"
@@ -287,15 +310,72 @@ def _execute(page: str, parameters: dict, tmp: Path, build_dir: Path) -> None:
         ) from None
 
 
-def _mark_executed(tmp: Path, key: str) -> None:
-    """Stamp the execution key into the executed notebook, and fold its default parameters away."""
+def machine_words() -> str:
+    """This machine in a few words: "Linux x86_64, 2 CPU cores, 24 GB memory, no CUDA GPU"."""
+    import platform
+
+    try:
+        memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9:.0f} GB memory"
+    except (ValueError, OSError, AttributeError):
+        memory = ""
+    try:
+        import torch
+
+        gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no CUDA GPU"
+    except Exception:  # noqa: BLE001 - a broken CUDA set-up is still a machine without a usable GPU
+        gpu = "no CUDA GPU"
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores{memory}, {gpu}"
+
+
+def run_time_words(seconds: float) -> str:
+    """``42`` → "42 s", ``125`` → "2 min 5 s", ``3725`` → "1 h 2 min"."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+RUN_TIME_TAG = "run-time"
+
+
+def _mark_executed(tmp: Path, key: str, seconds: float | None = None) -> None:
+    """Stamp the execution key into the executed notebook, fold its default parameters away, and say beside the
+    parameters this run used how long the page took on which machine (``seconds``: the whole execution)."""
     notebook = nbformat.read(tmp, as_version=4)
     notebook.metadata[KEY_FIELD] = key
     injected = any("injected-parameters" in c.metadata.get("tags", []) for c in notebook.cells)
     for cell in notebook.cells:  # the defaults fold away; the values this run used stay visible
         if injected and "parameters" in cell.metadata.get("tags", []):
             cell.metadata["tags"] = [*cell.metadata["tags"], "hide-cell"]
+    marker = "injected-parameters" if injected else "parameters"  # the cell that holds this run's values
+    position = next((i + 1 for i, c in enumerate(notebook.cells) if marker in c.metadata.get("tags", [])), None)
+    if seconds is not None and position is not None:
+        note = nbformat.v4.new_markdown_cell(f"*This page ran in {run_time_words(seconds)} on {machine_words()}, "
+                                             "with the parameters above.*")
+        note.metadata["tags"] = [RUN_TIME_TAG]
+        notebook.cells.insert(position, note)
     nbformat.write(notebook, tmp)
+
+
+def verdict_counts(page: str, build_dir: Path) -> dict[str, int]:
+    """``{verdict: count}`` of the claims a page saved (``results/<page>_claims.parquet``); empty without claims."""
+    import pandas as pd
+
+    path = Path(build_dir) / "results" / f"{page}_claims.parquet"
+    if not path.is_file():
+        return {}
+    counts = pd.read_parquet(path, columns=["verdict"]).verdict.value_counts()
+    order = ["reproduced", "not reproduced", "inconclusive", "not testable"]
+    return {verdict: int(counts[verdict]) for verdict in order if verdict in counts}
+
+
+def counts_words(counts: dict[str, int]) -> str:
+    """``{"reproduced": 1, "inconclusive": 2}`` → "1 reproduced, 2 inconclusive"; "no claims" when empty."""
+    return ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) or "no claims"
 
 
 def _page_disk_full(page: str, folder: Path) -> DiskFullError:
@@ -332,16 +412,19 @@ def run_page(
     remove_abandoned_runs(build_dir)
     tmp = output.with_name(f".{page}.{os.getpid()}.running.ipynb")
     print(f"[{page}] executing with {json.dumps(parameters, default=str)}", flush=True)
+    started = time.perf_counter()
     try:
         with _kernel_environment(build_dir, weights_dir):
             _execute(page, parameters, tmp, build_dir)
-        _mark_executed(tmp, key)
+        seconds = time.perf_counter() - started
+        _mark_executed(tmp, key, seconds)
         os.replace(tmp, output)
     except BaseException as error:
         tmp.unlink(missing_ok=True)
         if is_disk_full(error) and not isinstance(error, DiskFullError):
             raise _page_disk_full(page, output.parent) from None
         raise
+    print(f"[{page}] done in {run_time_words(seconds)}: {counts_words(verdict_counts(page, build_dir))}", flush=True)
     return output
 
 
@@ -405,6 +488,7 @@ def build_book(
     html: bool = True,
 ) -> Path:
     """Run every page with a named parameter set and build the site. Returns the html folder."""
+    started = time.perf_counter()
     build_dir = Path(build_dir or ROOT / "_build").resolve()
     chosen = parameter_sets.choose(set_name, weights_dir)
     missing = parameter_sets.missing_weights("paper", weights_dir) if set_name == "auto" else []
@@ -423,4 +507,10 @@ def build_book(
             if key in declared_parameters(page):
                 page_parameters[key] = value
         run_page(page, page_parameters, build_dir, weights_dir)
+    total: dict[str, int] = {}
+    for page in PAGES:
+        for verdict, count in verdict_counts(page, build_dir).items():
+            total[verdict] = total.get(verdict, 0) + count
+    print(f"[book] {len(PAGES)} pages in {run_time_words(time.perf_counter() - started)}, set {chosen}: "
+          f"{sum(total.values())} claims: {counts_words(total)}", flush=True)
     return build_html(build_dir) if html else build_dir
