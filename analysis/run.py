@@ -63,6 +63,13 @@ def toc_pages(toc: Path = ROOT / "_toc.yml") -> list[str]:
 PAGES = toc_pages()
 
 
+def toc_part(caption: str, toc: Path = ROOT / "_toc.yml") -> list[str]:
+    """The pages of one part of the book (``"Findings"``), in ``_toc.yml`` order."""
+    spec = yaml.safe_load(toc.read_text())
+    return [Path(c["file"]).name for part in spec.get("parts", []) if part.get("caption") == caption
+            for c in part["chapters"]]
+
+
 def page_reads(page: str) -> list[str]:
     """The build-folder globs a page declares it reads (its notebook's ``registers.reads`` metadata)."""
     return list(nbformat.read(notebook_path(page), as_version=4).metadata.get("registers", {}).get("reads", []))
