@@ -159,7 +159,9 @@ def one_page_site(build: Path, url: str | None) -> str:
     """The executed norm_histogram page built alone (and a bibliography page) with warnings as errors."""
     src = run.stage_sources(build, url)
     (src / "book" / "references.md").write_text("# References\n\n```{bibliography}\n```\n")
-    (src / "_toc.yml").write_text("format: jb-book\nroot: book/norm_histogram\nchapters:\n  - file: book/references\n")
+    (src / "book" / "layer_dependence.md").write_text("# Layer dependence\n")  # the page's "Next" link
+    (src / "_toc.yml").write_text("format: jb-book\nroot: book/norm_histogram\nchapters:\n  - file: book/references\n"
+                                  "  - file: book/glossary\n  - file: book/layer_dependence\n")
     shutil.rmtree(build / "_build", ignore_errors=True)
     return (run.build_html(build) / "book" / "norm_histogram.html").read_text()
 
