@@ -373,15 +373,80 @@ class LostResult:
                 "whole_image_boxes": floor_share(self.found)}
 
 
-def evaluate(feats, sample: AnnotatedSample, k: int = 100) -> LostResult:
+def patch_keys(feats) -> np.ndarray:
+    """The last block's patch keys ``(B, Np, d)`` of a pass that kept ``"keys"`` (CLS, registers and any test-time
+    register dropped)."""
+    return np.asarray(feats.arrays["keys"][:, int(feats.meta["num_prefix_tokens"]):])
+
+
+def evaluate(feats, sample: AnnotatedSample, k: int = 100, keys: np.ndarray | None = None) -> LostResult:
     """LOST on the last-block keys of a pass that kept ``"keys"`` over ``sample`` (squeezed to squares), boxes
-    in the original images' pixels, hits against the true boxes."""
-    prefix = int(feats.meta["num_prefix_tokens"])  # CLS, registers and any test-time register are dropped
-    found = discover(np.asarray(feats.arrays["keys"][:, prefix:]), feats.grid, k)
+    in the original images' pixels, hits against the true boxes. ``keys``: other patch keys of the same shape
+    (the positive control's planted ones) instead of the pass's own."""
+    found = discover(patch_keys(feats) if keys is None else keys, feats.grid, k)
     boxes = pixel_boxes(found, int(feats.meta["patch_size"]), sample.scales(int(feats.meta["resolution"])))
     return LostResult(feats.meta["spec"], feats.provenance.label(), feats.provenance.is_random,
                       int(feats.meta["num_registers"]), found, boxes, hits(boxes, sample.truth),
                       int(feats.meta["resolution"]), int(feats.meta["patch_size"]))
+
+
+def object_patches(box: Box, scale: tuple[float, float], patch: int, grid: tuple[int, int]) -> np.ndarray:
+    """``(h, w)`` bool: the patches a true ``box`` (original pixels) covers once the image is squeezed to the grid
+    (``scale``: original pixels per squeezed pixel, as :meth:`AnnotatedSample.scales`); at least one patch."""
+    x0, y0, x1, y1 = box
+    sx, sy = scale
+    h, w = grid
+    row0, col0 = min(int(y0 / sy // patch), h - 1), min(int(x0 / sx // patch), w - 1)
+    row1, col1 = max(int(np.ceil(y1 / sy / patch)), row0 + 1), max(int(np.ceil(x1 / sx / patch)), col0 + 1)
+    mask = np.zeros(grid, dtype=bool)
+    mask[row0:min(row1, h), col0:min(col1, w)] = True
+    return mask
+
+
+def plant_object_keys(keys: np.ndarray, sample: AnnotatedSample, resolution: int, patch: int,
+                      grid: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """The positive control's keys: a copy of the real patch keys ``(B, Np, d)`` in which the patches of each
+    image's largest true box get keys that point away from the background's mean key (plus noise of a tenth of
+    its length), so the keys separate that object from the background — the case LOST was built for."""
+    rng = np.random.default_rng(seed)
+    planted = np.array(keys, dtype=np.float64, copy=True)
+    scales = sample.scales(resolution)
+    for i, boxes in enumerate(sample.truth):
+        largest = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+        inside = object_patches(largest, scales[i], patch, grid).reshape(-1)
+        background = planted[i, ~inside].mean(0) if (~inside).any() else planted[i].mean(0)
+        length = np.linalg.norm(background) or 1.0
+        noise = rng.normal(scale=0.1 * length / np.sqrt(keys.shape[-1]), size=(int(inside.sum()), keys.shape[-1]))
+        planted[i, inside] = -background + noise
+    return planted
+
+
+def positive_control(feats, sample: AnnotatedSample, k: int = 100, seed: int = 0) -> LostResult:
+    """LOST on this pass with each image's object planted in its keys (:func:`plant_object_keys`): a CorLoc near
+    100 % shows that the study's LOST, box mapping and scoring find an object wherever the keys separate it, so a
+    CorLoc at the floor on the real keys is the model's, not the code's."""
+    planted = plant_object_keys(patch_keys(feats), sample, int(feats.meta["resolution"]),
+                                int(feats.meta["patch_size"]), feats.grid, seed)
+    return evaluate(feats, sample, k, keys=planted)
+
+
+#: The positive control passes when LOST boxes at least this share of the planted objects.
+CONTROL_CORLOC = 0.9
+
+
+def positive_control_sentence(control: LostResult, model: str) -> str:
+    """What the positive control shows, in one sentence (``model``: the short name of the pass it planted in)."""
+    hit, total = int(control.hits.sum()), len(control.hits)
+    if not total:
+        return "No positive control: no annotated image."
+    share = f"{hit} of {total} objects (CorLoc {hit / total:.0%})"
+    if hit / total >= CONTROL_CORLOC:
+        return (f"Positive control: with each image's largest object planted in the keys of {model}'s pass, this "
+                f"LOST boxes {share}; so where a CorLoc above sits at its floor, the floor is the model's keys, not "
+                "the code")
+    return (f"Positive control FAILED: with each image's largest object planted in the keys of {model}'s pass, this "
+            f"LOST boxes only {share} (at least {CONTROL_CORLOC:.0%} expected): the code, not only the model, may "
+            "be at fault")
 
 
 TEST_TIME_CONDITION = "test-time register (held-out half)"

@@ -439,3 +439,42 @@ def test_object_discovery_page_runs_on_a_voc_folder(tmp_path, weights_dir):
     assert three.corloc[0] == result.hits.mean() and np.isnan(three.published_corloc[0])
     assert "each image squeezed to 224×224 px, a 14×14 patch grid" in three.differences[0]
     assert three.differences[0].startswith("8 images: all 8 images of this folder's trainval (published: all 5011)")
+
+
+def test_object_patches_follow_the_squeeze_to_the_grid():
+    # a 448x224 image squeezed to 224x224 (scale 2 across, 1 down), patch 16, grid 14x14
+    mask = discovery.object_patches((64.0, 32.0, 192.0, 80.0), (2.0, 1.0), 16, (14, 14))
+    rows, cols = np.nonzero(mask)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (2, 4, 2, 5)  # y 32..80 -> rows 2..4; x 32..96 -> 2..5
+    tiny = discovery.object_patches((10.0, 10.0, 11.0, 11.0), (1.0, 1.0), 16, (14, 14))
+    assert tiny.sum() == 1 and tiny[0, 0]  # never empty
+    edge = discovery.object_patches((220.0, 220.0, 224.0, 224.0), (1.0, 1.0), 16, (14, 14))
+    assert edge.sum() == 1 and edge[13, 13]
+
+
+@pytest.mark.slow
+def test_the_positive_control_boxes_planted_objects_where_the_real_keys_sit_at_the_floor(tmp_path, weights_dir):
+    """The ViT-Ti's real keys put LOST at its floor on the planted set; the same pass with each object planted in
+    its keys is boxed (CorLoc near 100 %): the floor is the model's, not the code's."""
+    from analysis import features
+
+    sample = discovery.annotated_sample(None, None, 16, 0, cache_dir=tmp_path)
+    run = features.RunOptions(sample.records, None, 224, 0, weights_dir, "cpu", cache_dir=tmp_path / "cache",
+                              allow_hub=False, progress=False)
+    feats = features.extract("vit_tiny_patch16_224.augreg_in21k_ft_in1k", run, keep=("keys",), square=True)
+    real = discovery.evaluate(feats, sample)
+    control = discovery.positive_control(feats, sample)
+    assert real.at_floor and real.hits.mean() <= 0.2
+    assert not control.at_floor and control.hits.mean() >= 0.9
+
+
+def test_the_positive_control_sentence_in_each_state():
+    def result(hits):
+        return discovery.LostResult("m", "w", False, 0, [], [], np.array(hits, dtype=bool))
+
+    assert discovery.positive_control_sentence(result([True] * 9 + [False]), "ViT-Ti").startswith(
+        "Positive control: with each image's largest object planted in the keys of ViT-Ti's pass, this LOST boxes "
+        "9 of 10 objects (CorLoc 90%)")
+    failed = discovery.positive_control_sentence(result([True] * 8 + [False] * 2), "ViT-Ti")
+    assert failed.startswith("Positive control FAILED") and "only 8 of 10 objects (CorLoc 80%)" in failed
+    assert discovery.positive_control_sentence(result([]), "ViT-Ti") == "No positive control: no annotated image."
