@@ -424,8 +424,10 @@ def _device_name(target: torch.device) -> str:
 
 def set_pass_times(set_name: str = "lite", device: str = "auto", weights_dir: str | None = None,
                    pages: list[str] | None = None, overrides: dict | None = None,
-                   workdir: str | Path | None = None) -> pd.DataFrame:
-    """Every pass of ``set_name``'s plan (:func:`analysis.plan.build_plan`), run on ``device`` with each model's
+                   workdir: str | Path | None = None, plan_file: str | Path | None = None) -> pd.DataFrame:
+    """Every pass of ``set_name``'s plan (:func:`analysis.plan.build_plan`; ``plan_file``: the plan that
+    ``python -m analysis plan --set NAME --json`` wrote on another machine, for one without the notebooks' tools,
+    such as a lent GPU machine), run on ``device`` with each model's
     weights replaced by a random initialisation of the same architecture (the same compute at the same size; no
     weights to fetch): one row per pass with its measured seconds (loading the model included, drawing the
     images not) beside the plan's estimate for a hosted 4-core runner. Each group of passes (a pass and the one
@@ -436,7 +438,10 @@ def set_pass_times(set_name: str = "lite", device: str = "auto", weights_dir: st
     from .features import resolve_device
 
     target = resolve_device(device)
-    planned = pass_plan.build_plan(set_name, overrides, weights_dir, pages=pages)
+    if plan_file is not None:
+        planned = pass_plan.plan_from_json(json.loads(Path(plan_file).read_text()))
+    else:
+        planned = pass_plan.build_plan(set_name, overrides, weights_dir, pages=pages)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(workdir or tmp)
@@ -445,7 +450,7 @@ def set_pass_times(set_name: str = "lite", device: str = "auto", weights_dir: st
                    for p in group]
             done = pass_plan.run_passes(ran, root / f"group_{number:03d}", weights_dir, device, progress=False)
             for p, record in zip(group, done):
-                rows.append({"set": set_name, "id": p.id, "model": p.model, "kind": p.kind,
+                rows.append({"set": planned.set_name, "id": p.id, "model": p.model, "kind": p.kind,
                              "resolution": p.resolution, "images": planned.estimates[p.id].images,
                              "seconds": record["seconds"], "outcome": record["outcome"],
                              "estimated_seconds": planned.estimates[p.id].seconds,
@@ -453,10 +458,11 @@ def set_pass_times(set_name: str = "lite", device: str = "auto", weights_dir: st
     return pd.DataFrame(rows)
 
 
-def device_checks(device: str, weights_dir: str | None, out: Path, pass_set: str | None = "lite") -> int:
+def device_checks(device: str, weights_dir: str | None, out: Path, pass_set: str | None = "lite",
+                  plan_file: str | Path | None = None) -> int:
     """:func:`accelerator_ratios` on ``device``, written to ``out/device_ratios.parquet`` with the device's name,
-    and the passes of ``pass_set`` timed there (:func:`set_pass_times`) into ``out/device_passes.parquet``;
-    both printed."""
+    and the passes of ``pass_set`` (or of the plan in ``plan_file``) timed there (:func:`set_pass_times`) into
+    ``out/device_passes.parquet``; both printed."""
     from .features import resolve_device
 
     target = resolve_device(device)
@@ -465,13 +471,15 @@ def device_checks(device: str, weights_dir: str | None, out: Path, pass_set: str
     frame["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     write_parquet(frame, out / "device_ratios.parquet")
     print(frame.to_string(index=False))
-    if pass_set:
-        passes = set_pass_times(pass_set, device, weights_dir)
+    if pass_set or plan_file:
+        passes = (set_pass_times(device=device, weights_dir=weights_dir, plan_file=plan_file) if plan_file
+                  else set_pass_times(pass_set, device, weights_dir))
         passes["date"] = frame["date"].iloc[0]
         write_parquet(passes, out / "device_passes.parquet")
         print(passes.drop(columns=["id"]).to_string(index=False))
-        print(f"the {pass_set} set's {len(passes)} passes on {_device_name(target)}: {passes.seconds.sum():.0f} s "
-              f"(the plan estimates {passes.estimated_seconds.sum() / 60:.0f} min on a hosted 4-core runner)")
+        print(f"the {passes.set.iloc[0]} set's {len(passes)} passes on {_device_name(target)}: "
+              f"{passes.seconds.sum():.0f} s (the plan estimates {passes.estimated_seconds.sum() / 60:.0f} min on a "
+              "hosted 4-core runner)")
     return 0
 
 
@@ -490,13 +498,17 @@ def main(argv: list[str] | None = None) -> int:
                              "into device_passes.parquet: minutes, for a lent GPU machine")
     parser.add_argument("--pass-set", default="lite", choices=["lite", "ci", "paper", "none"],
                         help="with --device-checks: the parameter set whose passes are timed (none: no passes)")
+    parser.add_argument("--pass-plan", default=None, metavar="FILE",
+                        help="with --device-checks: time the passes of this plan (`python -m analysis plan --json`, "
+                             "written where the notebooks' tools are) instead of planning --pass-set here")
     args = parser.parse_args(argv)
     import os
 
     weights_dir = args.weights_dir or os.environ.get(models.WEIGHTS_DIR_ENV)
     out = Path(args.out)
     if args.device_checks:
-        return device_checks(args.device, weights_dir, out, None if args.pass_set == "none" else args.pass_set)
+        return device_checks(args.device, weights_dir, out, None if args.pass_set == "none" else args.pass_set,
+                             args.pass_plan)
     rebuild, passes = rebuild_ratio(weights_dir)
     ratios = accelerator_ratios(args.device, weights_dir, repeats=1 if args.quick else 3)
     ratios += [rss_ratio(2 if args.quick else 4, weights_dir), rebuild]

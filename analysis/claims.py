@@ -290,6 +290,23 @@ def _judge(claim: str, interval: Interval, margin: float, rule: str, fmt: str, a
     return Judgement(verdict, reason, rule, interval, claim, measured)
 
 
+def _single_valued(claim: str, rule: str, measured: str, interval: Interval) -> Judgement | None:
+    """Inconclusive when every resample gave the same value: a zero-width interval that says nothing about the
+    statistic's uncertainty (one token of a kind, a lattice of a few images) cannot decide a comparison."""
+    if interval.every_resample_equal:
+        return Judgement(Verdict.INCONCLUSIVE, f"{measured}: every resample gave the same value, so the interval "
+                         "says nothing about its uncertainty", rule, interval, claim, measured)
+    return None
+
+
+def _not_measurable(interval: Interval | None) -> str | None:
+    """The reason a comparison could not be measured (e.g. too few tokens of a kind at the same positions), as the
+    statistic's own ``method`` says it; None when it was measured or gives no such reason."""
+    if interval is None or not interval.method.startswith("not measurable"):
+        return None
+    return interval.method
+
+
 def _untestable(claim: str, reason: str, rule: str = "", measured: str = "") -> Judgement:
     return Judgement(Verdict.NOT_TESTABLE, reason, rule, None, claim, measured)
 
@@ -449,9 +466,15 @@ def judge_attention(random_weights: bool, has_outliers: bool, enrichment: Interv
         return _confounded(claim, rule, measured, enrichment,
                            "the outliers sit at the same grid positions in (almost) every image, so attention to "
                            "them cannot be told from attention to those positions")
+    if single := _single_valued(claim, rule, measured, enrichment):
+        return single
     judged = _judge(claim, enrichment, MIN_ATTENTION_ENRICHMENT, rule, ".1f", name="enrichment")
-    if matched is None or math.isnan(matched.estimate):  # no position holds both kinds: area share alone
-        return Judgement(judged.verdict, judged.reason, rule, enrichment, claim, measured)
+    if matched is None or math.isnan(matched.estimate) or matched.every_resample_equal:
+        # no position holds enough of both kinds (or one pair decides every resample): area share alone
+        why = _not_measurable(matched) or ("position-matched: every resample equal" if matched is not None
+                                           and matched.every_resample_equal else None)
+        reason = judged.reason + (f"; {why}, so the area share alone decides" if why else "")
+        return Judgement(judged.verdict, reason, rule, enrichment, claim, measured)
     verdict = both(judged.verdict, interval_rule(matched, MIN_ATTENTION_ENRICHMENT))
     if verdict is judged.verdict:  # the area-share reason, naming both readings
         reason = judged.reason.replace(f"enrichment {enrichment.text('.1f')}", measured, 1)
@@ -603,9 +626,11 @@ def judge_redundancy(random_weights: bool, has_outliers: bool, auc: Interval, pi
                            "most outliers sit at grid positions that hold one in (almost) every image, so no "
                            "normal patch at those positions exists to compare them with")
     if math.isnan(auc.estimate):
-        return Judgement(Verdict.INCONCLUSIVE, "no grid position holds an outlier in some images and a normal "
-                         "token in others, so there is nothing to compare within positions", rule, auc, claim,
-                         measured)
+        why = _not_measurable(auc) or ("no grid position holds an outlier in some images and a normal token in "
+                                       "others, so there is nothing to compare within positions")
+        return Judgement(Verdict.INCONCLUSIVE, why, rule, auc, claim, measured)
+    if single := _single_valued(claim, rule, measured, auc):
+        return single
     return _judge(claim, auc, MIN_REDUNDANCY_AUC, rule, ".2f", name="AUC")
 
 
@@ -625,7 +650,8 @@ def judge_local_information(random_weights: bool, has_outliers: bool, position_g
     if has_outliers is None:
         return _undecided(claim, rule)
     if not has_outliers or math.isnan(position_gap.estimate):
-        return _untestable(claim, "no high-norm tokens among the held-out images", rule)
+        return _untestable(claim, _not_measurable(position_gap) or "no high-norm tokens among the held-out images",
+                           rule)
     measured = f"position gap {position_gap.text('.1%')}, pixel-error gap {pixel_gap.text('.2f')}"
     if pinned:
         return _confounded(claim, rule, measured, position_gap,

@@ -126,7 +126,7 @@ def plan_check(set_name: str, page_seconds: float = 0.0) -> dict:
     plan = build_plan(set_name)
     seconds = float(plan.totals()["seconds"])
     target = PLAN_TARGET_SECONDS.get(set_name)
-    return {"passes": len(plan.passes), "estimated_seconds": seconds, "book_seconds": seconds + page_seconds,
+    return {"passes": int(plan.totals()["passes"]), "estimated_seconds": seconds, "book_seconds": seconds + page_seconds,
             "target_seconds": target, "within_target": target is None or seconds + page_seconds <= target}
 
 

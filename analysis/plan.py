@@ -718,7 +718,33 @@ class Plan:
                 "passes": self.rows(), "totals": self.totals(), "shards": count,
                 "shard_totals": [self.totals(s) | {"shard": f"{i}/{count}"}
                                  for i, s in enumerate(self.shards(count), start=1) if s],
-                "matrix": self.matrix(count), "models": self.models(), "weights_key": weights_key(self.models())}
+                "matrix": self.matrix(count), "models": self.models(), "weights_key": weights_key(self.models()),
+                "units": [dataclasses.asdict(p) for p in self.passes]}
+
+
+def _tuples(value):
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+
+
+def pass_from_dict(fields: dict) -> Pass:
+    """A :class:`Pass` from ``dataclasses.asdict`` of one, read back from JSON (lists back to tuples)."""
+    fields = dict(fields)
+    fields["sample"] = Sample(**fields["sample"])
+    for name in ("options", "keep", "pages", "part"):
+        fields[name] = _tuples(fields[name]) if fields.get(name) is not None else None
+    fields["keep"], fields["pages"], fields["options"] = (fields["keep"] or (), fields["pages"] or (),
+                                                          fields["options"] or ())
+    return Pass(**fields)
+
+
+def plan_from_json(data: dict) -> Plan:
+    """The :class:`Plan` that :meth:`Plan.as_json` wrote (``plan --json``), with its passes and estimates, for a
+    machine that runs them without the notebooks the plan is derived from (the device check's GPU machine)."""
+    passes = [pass_from_dict(fields) for fields in data["units"]]
+    estimates = {row["id"]: Estimate(row["images"], row["seconds"], row["seconds_source"], row["memory_bytes"],
+                                     row["entry_bytes"]) for row in data["passes"]}
+    return Plan(data["set"], passes, estimates, Throughput({}, ASSUMED_FLOPS, data["throughput"]), data["pages"], {},
+                Budget(**data.get("shard_budget", dataclasses.asdict(SHARD_BUDGET))))
 
 
 def weights_key(names: list[str]) -> str:
@@ -770,8 +796,8 @@ def make_plan(set_name: str, passes: list[Pass], bench_dir: str | Path | None = 
             units.append(unit)
             estimates[unit.id] = unit_estimate
     here = {p.model: models.weights_available(p.model, weights_dir) for p in passes if p.pretrained}
-    return Plan(set_name, units, estimates, throughput, list(pages or sorted({page for p in passes for page in p.pages})),
-                here, budget)
+    order = list(pages or sorted({page for p in passes for page in p.pages}))
+    return Plan(set_name, units, estimates, throughput, order, here, budget)
 
 
 def build_plan(set_name: str = "ci", overrides: dict | None = None, weights_dir: str | Path | None = None,
@@ -1084,7 +1110,10 @@ def merge_caches(sources: list[str | Path], into: str | Path, move: bool = False
         tmp.write_text(existing + "\n".join(lines) + "\n")
         os.replace(tmp, log)
         counts["log_lines"] = len(lines)
-    counts["assembled"] = len(features.assemble_parts(into))
+    try:
+        counts["assembled"] = len(features.assemble_parts(into))
+    except ValueError as error:  # parts that name one entry but were asked for different passes
+        raise PlanError(f"cannot join parts in {into / features.PARTS_DIR}: {error}") from None
     return counts
 
 

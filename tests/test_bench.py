@@ -4,6 +4,8 @@ import pytest
 
 from analysis import bench, params, run
 
+TINY = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+
 
 def test_dry_run_set_replaces_every_model_and_keeps_each_page_resolution():
     giant, registers = bench.DRY_RUN_MODELS
@@ -60,8 +62,70 @@ def test_device_checks_write_only_the_gpu_ratios_with_their_targets_and_device(m
     monkeypatch.setattr(bench, "position_probe_problem", lambda weights_dir: ("tokens", "labels", "problem"))
     monkeypatch.setattr(bench, "probe_fit_ratio", lambda *args, repeats, device: {"metric": "probe_fit_over_sklearn",
                                                                           "value": 0.5})
+    timed = {}
+
+    def pass_times(set_name, device, weights_dir):
+        timed["set"] = set_name
+        return pd.DataFrame([{"set": set_name, "id": "a", "model": "m", "kind": "features", "seconds": 2.0,
+                              "estimated_seconds": 60.0, "device": "cpu", "device_type": "cpu"}])
+
+    monkeypatch.setattr(bench, "set_pass_times", pass_times)
     assert bench.main(["--device-checks", "--device", "cpu", "--out", str(tmp_path)]) == 0
     frame = pd.read_parquet(tmp_path / "device_ratios.parquet")
     assert frame.metric.tolist() == ["capture_overhead", "capture_overhead_bfloat16", "probe_fit_over_sklearn"]
     assert frame.passed.tolist() == [True, True, False] and set(frame.device) == {"cpu"}
+    assert set(frame.device_type) == {"cpu"} and frame.date.notna().all()
     assert not (tmp_path / "ratios.parquet").exists()  # the CPU benchmark's table is left alone
+    assert timed["set"] == "lite"  # the lite set's passes are timed on the device by default
+    assert pd.read_parquet(tmp_path / "device_passes.parquet").seconds.tolist() == [2.0]
+    (tmp_path / "device_passes.parquet").unlink()
+    assert bench.main(["--device-checks", "--device", "cpu", "--out", str(tmp_path), "--pass-set", "none"]) == 0
+    assert not (tmp_path / "device_passes.parquet").exists()
+
+
+def test_a_sets_passes_are_timed_with_random_weights_of_their_architectures(weights_dir, tmp_path, monkeypatch):
+    """The device check's pass timing, on the CPU with the ci set's ViT-Ti: every pass of the plan runs (with a
+    random initialisation of its model, so a pretrained pass and its random control both run), and each row holds
+    the plan's estimate beside the measured seconds."""
+    from analysis import models, plan
+
+    built = []
+    original = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda spec, **kw: built.append(spec) or original(spec, **kw))
+    times = bench.set_pass_times("ci", "cpu", str(weights_dir), pages=["norm_histogram", "test_time_registers"],
+                                 overrides={"n_images": 2}, workdir=tmp_path)
+    planned = plan.build_plan("ci", {"n_images": 2}, str(weights_dir),
+                              pages=["norm_histogram", "test_time_registers"])
+    assert sorted(times.id) == sorted(planned.by_id()) and (times.outcome == "ran").all()
+    assert set(built) == {f"random:{TINY}"}  # the real layout at random, never the pretrained file
+    assert (times.seconds > 0).all() and (times.device_type == "cpu").all() and set(times.set) == {"ci"}
+    assert times.estimated_seconds.tolist() == [planned.estimates[i].seconds for i in times.id]
+
+
+def test_the_plan_travels_as_json_to_a_gpu_machine_without_the_notebook_tools(weights_dir, tmp_path):
+    """A lent GPU machine has torch and timm but not nbformat or papermill, with which the plan reads the notebooks:
+    `plan --json` carries the passes (parts too) and the device check times them from that file."""
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    from analysis import plan
+
+    planned = plan.build_plan("ci", {"n_images": 2}, str(weights_dir), pages=["test_time_registers"])
+    data = json.loads(json.dumps(planned.as_json(), default=str))
+    back = plan.plan_from_json(data)
+    assert back.passes == planned.passes and [p.id for p in back.passes] == [p.id for p in planned.passes]
+    assert [(p.keep, p.options, p.after) for p in back.passes] == [(p.keep, p.options, p.after) for p in planned.passes]
+    assert {i: e.seconds for i, e in back.estimates.items()} == {i: e.seconds for i, e in planned.estimates.items()}
+    part = dataclasses.replace(planned.passes[0], part=(2, 3))
+    assert plan.pass_from_dict(json.loads(json.dumps(dataclasses.asdict(part)))).id == part.id
+    (tmp_path / "plan.json").write_text(json.dumps(data))
+    code = (f"import sys; sys.modules.update(nbformat=None, papermill=None, yaml=None)\n"
+            f"from analysis import bench\n"
+            f"times = bench.set_pass_times(device='cpu', weights_dir={str(weights_dir)!r}, "
+            f"plan_file={str(tmp_path / 'plan.json')!r}, workdir={str(tmp_path / 'work')!r})\n"
+            f"print(len(times), (times.outcome == 'ran').all(), 'analysis.run' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=run.ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == f"{len(planned.passes)} True False"

@@ -1042,3 +1042,32 @@ def test_undecided_outliers_are_inconclusive_not_untestable():
                    claims.judge_discovery(False, None, True, iv(0.1, 0.2, n=16)),
                    claims.judge_registers(DINOV2_G, DINOV2_REG, False, None, iv(0.95, 1))):
         assert judged.verdict is Verdict.INCONCLUSIVE and judged.reason == claims.UNDECIDED
+
+
+def _equal(value, n=8):
+    return Interval(value, value, value, n, "every resample equal; bootstrap over images")
+
+
+def test_a_comparison_whose_resamples_are_all_equal_cannot_decide():
+    auc = claims.judge_redundancy(False, True, _equal(1.0), pinned=False)
+    assert auc.verdict is Verdict.INCONCLUSIVE and "every resample gave the same value" in auc.reason
+    assert claims.judge_redundancy(False, True, iv(0.7, 0.9), pinned=False).verdict is Verdict.REPRODUCED
+    enrichment = claims.judge_attention(False, True, _equal(5.0))
+    assert enrichment.verdict is Verdict.INCONCLUSIVE and "every resample" in enrichment.reason
+    # a position-matched reading from one pair is left out: the area share decides, and the reason says why
+    matched_one = claims.judge_attention(False, True, iv(3.0, 6.0), matched=_equal(4.9))
+    assert matched_one.verdict is Verdict.REPRODUCED and "position-matched: every resample equal" in matched_one.reason
+    assert claims.judge_attention(False, True, iv(3.0, 6.0), matched=iv(0.5, 1.0)).verdict is Verdict.NOT_REPRODUCED
+
+
+def test_a_statistic_that_was_not_measurable_gives_its_own_reason():
+    why = "not measurable: 1 matched pair (need 10)"
+    unmeasured = Interval(math.nan, math.nan, math.nan, 8, why)
+    redundancy = claims.judge_redundancy(False, True, unmeasured, pinned=False)
+    assert redundancy.verdict is Verdict.INCONCLUSIVE and redundancy.reason == why
+    attention = claims.judge_attention(False, True, iv(3.0, 6.0), matched=unmeasured)
+    assert attention.verdict is Verdict.REPRODUCED and why in attention.reason
+    local = claims.judge_local_information(False, True, unmeasured, iv(1, 2))
+    assert local.verdict is Verdict.NOT_TESTABLE and local.reason == why
+    plain = Interval(math.nan, math.nan, math.nan, 8)
+    assert claims.judge_redundancy(False, True, plain, pinned=False).reason.startswith("no grid position holds")

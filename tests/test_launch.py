@@ -171,8 +171,6 @@ def run_install_cell(page: str, study, monkeypatch, installed: bool) -> tuple[li
 
 @pytest.mark.parametrize("page", NOTEBOOK_PAGES)
 def test_every_page_installs_the_study_from_study_or_says_in_one_line_how(page, monkeypatch):
-    if page == "quality" and "is None and study" not in install_cell(page):
-        pytest.xfail("book/quality.ipynb still has the old parameters and install cells")
     assert run._default(run.declared_parameters(page)["study"]) is None  # the build fills the address in
     assert run_install_cell(page, "git+file:///somewhere", monkeypatch, installed=True) == ([], "")
     calls, printed = run_install_cell(page, "git+file:///somewhere", monkeypatch, installed=False)

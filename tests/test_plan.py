@@ -3,7 +3,9 @@ against the notebooks themselves; and the command line's errors (analysis.cli)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -58,8 +60,8 @@ def test_each_page_asks_for_what_its_notebook_calls(ci_plan):
     moved = [p for p in ci_plan.passes if p.kind == "intervened"]
     assert {p.option("page") for p in moved} == {"test_time_registers", "object_discovery"}
     assert all(p.spec == TINY for p in moved)  # a random control's pass is never moved
-    assert {p.plant for p in by_page["validation"]} == {"redundant", "random", "pinned", "early", "none",
-                                                         "redundant-reg4", "registers"}
+    twins = plan.page_parameters("ci", "validation")["twin_names"]  # the page's own list of twins
+    assert len(twins) >= 7 and {p.plant for p in by_page["validation"]} == set(twins)
     assert all(p.sample.count == 12 for p in by_page["validation"])
     assert [p.sample.source for p in by_page["your_image"]] == ["builtin:chelsea"] * 2
     assert by_page["claims"] == by_page["summary"] == by_page["quality"] == []
@@ -199,6 +201,140 @@ def test_select_brings_the_pass_an_intervened_pass_needs(ci_plan):
 
 
 # --------------------------------------------------------------------------------------------------------
+# Passes in parts, and the paper set's shards (issue 23).
+
+
+def test_a_long_pass_splits_into_ceil_parts_whose_id_selects_them_all():
+    p = random_pass(f"random:{TINY}", 400)
+    e = plan.Estimate(400, 3 * 3600 + 10.0, "test", 2**30, 10**6, load_seconds=10.0)
+    count = plan.parts_needed(p, e)
+    assert count == math.ceil(3 * 3600 / (3600 - 10)) == 4  # compute / (an hour less loading the weights)
+    parts = plan.split(p, e, count)
+    assert [q.part for q, _ in parts] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [q.id for q, _ in parts] == [f"{p.id}-part{k}of4" for k in (1, 2, 3, 4)]
+    assert {q.whole for q, _ in parts} == {p} and sum(qe.images for _, qe in parts) == 400
+    assert all(qe.seconds <= 3600 and qe.load_seconds == 10.0 for _, qe in parts)
+    assert sum(qe.entry_bytes for _, qe in parts) == pytest.approx(10**6, abs=4)
+    assert plan.parts_needed(p, dataclasses.replace(e, seconds=3000.0)) == 1  # within the hour: whole
+    assert plan.parts_needed(random_pass(f"random:{TINY}", 6), dataclasses.replace(e, images=6)) == 2  # 2 batches
+    trial = plan.Plan("test", [q for q, _ in parts], {q.id: qe for q, qe in parts},
+                      plan.Throughput({}, plan.ASSUMED_FLOPS, "test"), ["a"], {})
+    assert [q.id for q in plan.select(trial, [p.id])] == [q.id for q, _ in parts]  # the pass's id: its parts
+    assert [q.id for q in plan.select(trial, [parts[1][0].id])] == [parts[1][0].id]
+    assert plan.whole_where_complete(trial.passes) == [p]  # every part in one place: the whole pass, once
+    assert plan.whole_where_complete(trial.passes[1:3]) == trial.passes[1:3]
+    assert trial.totals()["passes"] == 1 and trial.totals()["parts"] == 4 and trial.suggested_shards() == 4
+    needed = random_pass(f"random:{TINY}", 400)
+    assert not plan.splittable(needed, {needed.id}) and not plan.splittable(random_pass(TINY, plant="pinned"), set())
+    assert not plan.splittable(dataclasses.replace(p, kind="intervened"), set()) and plan.splittable(p, set())
+
+
+@pytest.fixture(scope="module")
+def paper_plan(weights_dir, tmp_path_factory) -> plan.Plan:
+    """The paper plan on a machine without Imagenette (and without `make bench`'s measurements)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(images.IMAGENETTE_ENV, str(tmp_path_factory.mktemp("no_imagenette")))
+        assert not images.imagenette_available()
+        return plan.build_plan("paper", weights_dir=str(weights_dir))
+
+
+def images_of(planned: plan.Plan) -> dict[str, int]:
+    """Images of each (whole) pass: its parts' images summed."""
+    counts: dict[str, int] = {}
+    for p in planned.passes:
+        counts[p.whole.id] = counts.get(p.whole.id, 0) + planned.estimates[p.id].images
+    return counts
+
+
+def test_the_paper_plan_counts_the_workflows_images_with_or_without_imagenette_here(paper_plan, weights_dir,
+                                                                                      tmp_path, monkeypatch):
+    counts = images_of(paper_plan)
+    probe = {p.whole for p in paper_plan.passes if "information_probes" in p.pages}
+    assert probe == {p.whole for p in paper_plan.passes if p.sample == plan.Sample("labelled", "imagenette", 50)}
+    assert [counts[p.id] for p in probe] == [500]  # 50 per class of Imagenette's 10 classes
+    drawn = {p.whole.id for p in paper_plan.passes if p.sample == plan.Sample("source", "imagenette", 100)}
+    assert len(drawn) >= 30 and {counts[i] for i in drawn} == {100}  # 100 per page
+    fake = tmp_path / "imagenette"  # Imagenette's layout: 10 class folders, more images than a page draws
+    for label in range(10):
+        (fake / f"n0{label}").mkdir(parents=True)
+        for index in range(60):
+            (fake / f"n0{label}" / f"{index}.JPEG").write_bytes(b"")
+    monkeypatch.setenv(images.IMAGENETTE_ENV, str(fake))
+    here = plan.build_plan("paper", weights_dir=str(weights_dir))
+    assert [p.id for p in here.passes] == [p.id for p in paper_plan.passes]  # same passes, parts and shards
+    assert images_of(here) == counts and here.suggested_shards() == paper_plan.suggested_shards()
+
+
+def test_every_shard_of_the_paper_plan_fits_an_hour_and_10_gb(paper_plan):
+    assert plan.SHARD_BUDGET == plan.Budget(seconds=3600, disk_bytes=10 * 10**9)
+    count = paper_plan.suggested_shards()
+    shards = [shard for shard in paper_plan.shards(count) if shard]
+    assert sorted(p.id for shard in shards for p in shard) == sorted(paper_plan.by_id())
+    for shard in shards:
+        totals = paper_plan.totals(shard)
+        assert totals["seconds"] <= 3600 and totals["disk_bytes"] <= 10 * 10**9, (totals, [p.id for p in shard])
+        assert all(totals["fits"].values()) and all(totals["fits_shard"].values())
+        giants = {p.model for p in shard if p.pretrained and "giant" in p.model}
+        assert len(giants) <= 1  # two ViT-g weight files (4.5 GB each) would take a shard past 10 GB
+    assert not paper_plan.too_large()
+    probe = [p for p in paper_plan.passes if "information_probes" in p.pages]
+    whole = plan.estimate(probe[0].whole, paper_plan.throughput)
+    room = 3600 - whole.load_seconds - plan.fetch_seconds(probe[0])
+    assert len(probe) == math.ceil((whole.seconds - whole.load_seconds) / room) >= 2
+    assert [p.part for p in probe] == [(k, len(probe)) for k in range(1, len(probe) + 1)]
+    for p in paper_plan.passes:  # every pass that runs whole fits a shard on its own
+        if p.part is None:
+            assert paper_plan.estimates[p.id].seconds + plan.fetch_seconds(p) <= 3600
+
+
+def test_without_imagenette_the_paper_sets_class_probe_stops_in_one_line(paper_plan, weights_dir, tmp_path,
+                                                                         monkeypatch, capsys):
+    """The paper set's class probe draws Imagenette, never the digits: a pass of it where Imagenette is absent says
+    so in one line, before any model is built."""
+    monkeypatch.setenv(images.IMAGENETTE_ENV, str(tmp_path / "absent"))
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was built"))
+    probe = next(p for p in paper_plan.passes if "information_probes" in p.pages)
+    assert cli.main(["--weights-dir", str(weights_dir), "--build-dir", str(tmp_path), "pass", "--set", "paper",
+                     probe.id]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the imagenette image source is not on this machine") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_parts_run_apart_merge_into_the_whole_entry_and_a_page_reads_it_without_a_pass(tmp_path, weights_dir):
+    """A pass split into three parts by a tighter shard budget (the paper set's long passes split the same way):
+    each part runs into its own cache, the caches merge into the book's, and the page that asks for the pass reads
+    the joined entry - the same frames and arrays as the whole pass - and runs no model."""
+    from analysis.run import run_page
+    from analysis.params import SETS
+
+    overrides = {"models": [TINY], "n_images": 12}
+    asked = plan.build_plan("ci", overrides, str(weights_dir), pages=["norm_histogram"])
+    whole, = asked.passes
+    e = asked.estimates[whole.id]
+    budget = plan.Budget(e.load_seconds + plan.fetch_seconds(whole) + (e.seconds - e.load_seconds) / 2.5, 10**10)
+    split = plan.build_plan("ci", overrides, str(weights_dir), pages=["norm_histogram"], budget=budget)
+    assert [p.part for p in split.passes] == [(1, 3), (2, 3), (3, 3)]
+    for index, shard in enumerate(split.shards(3), start=1):
+        assert plan.run_passes(shard, tmp_path / f"machine{index}", weights_dir, progress=False)[0]["ran"]
+    merged = plan.merge_caches([tmp_path / f"machine{i}" for i in (1, 2, 3)], tmp_path / "build" / "cache")
+    assert merged["parts"] == 3 and merged["assembled"] == 1 and merged["log_lines"] == 3
+
+    plan.run_passes([whole], tmp_path / "whole", weights_dir, progress=False)
+    run = features.RunOptions("builtin", 12, 224, weights_dir=weights_dir, progress=False, allow_hub=False)
+    reference = features.extract(TINY, run.replace(cache_dir=tmp_path / "whole"))
+    joined = features.extract(TINY, run.replace(cache_dir=tmp_path / "build" / "cache"))
+    for name in features.FRAMES:
+        pd.testing.assert_frame_equal(getattr(joined, name), getattr(reference, name))
+    assert {k: v for k, v in joined.meta.items() if k != "assembled_from"} == reference.meta
+
+    before = plan.log_length(tmp_path / "build" / "cache")
+    executed = run_page("norm_histogram", {**SETS["ci"]["norm_histogram"], **overrides}, tmp_path / "build",
+                        str(weights_dir))
+    assert executed.is_file() and plan.log_length(tmp_path / "build" / "cache") == before  # the page ran no pass
+
+
+# --------------------------------------------------------------------------------------------------------
 # Merging caches.
 
 
@@ -228,7 +364,8 @@ def test_merge_copies_missing_entries_and_keeps_the_one_with_more_arrays(tmp_pat
 
     counts = plan.merge_caches([first, second], into)
 
-    assert counts == {"copied": 2, "replaced": 1, "kept": 1, "folders": 1, "files": 1, "log_lines": 3}
+    assert counts == {"copied": 2, "replaced": 1, "kept": 1, "folders": 1, "files": 1, "parts": 0, "assembled": 0,
+                      "log_lines": 3}
     marker = {name: json.loads((into / name / "meta.json").read_text())["marker"]
               for name in ("m-aaaa", "m-bbbb", "m-cccc")}
     assert marker == {"m-aaaa": "first", "m-bbbb": "second", "m-cccc": "into"}
@@ -243,6 +380,17 @@ def test_merge_copies_missing_entries_and_keeps_the_one_with_more_arrays(tmp_pat
         plan.merge_caches([into], into)
     with pytest.raises(plan.PlanError):
         plan.merge_caches([tmp_path / "absent"], into)
+
+
+def test_parts_that_name_one_entry_but_different_passes_are_refused(tmp_path):
+    for index, request in ((1, {"images": "a:4"}), (2, {"images": "b:4"})):
+        folder = tmp_path / f"machine{index}" / features.PARTS_DIR / "m-aaaa" / f"{index:03d}-of-002"
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps({"part": {"index": index, "count": 2, "start": 0, "stop": 2},
+                                                      "images": [{}, {}], "kept": [], "request": request}))
+    with pytest.raises(plan.PlanError, match="asked for different passes"):
+        plan.merge_caches([tmp_path / "machine1", tmp_path / "machine2"], tmp_path / "into")
+    assert not (tmp_path / "into" / "m-aaaa").exists()  # nothing joined; the parts stay for a look
 
 
 def test_a_planted_set_built_in_two_folders_has_one_cache_key(tmp_path):
@@ -399,7 +547,8 @@ def test_shards_on_three_machines_merge_into_a_book_that_runs_no_pass(tmp_path, 
     verdicts = page_verdicts(build / "results")
     assert {page: verdicts.get(page) for page in CI_VERDICTS} == CI_VERDICTS
     validation = pd.read_parquet(build / "results" / "validation.parquet")
-    assert validation.matches.all() and validation.twin.nunique() == 7
+    twins = plan.page_parameters("ci", "validation")["twin_names"]
+    assert validation.matches.all() and validation.twin.nunique() == len(twins)
 
 
 def test_quality_page_is_committed_without_outputs_and_reads_the_plan():
@@ -409,5 +558,8 @@ def test_quality_page_is_committed_without_outputs_and_reads_the_plan():
     assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
     source = "\n".join(c.source for c in notebook.cells)
     assert "pass_plan.build_plan(name, bench_dir=folder)" in source and 'parameter_set = "ci"' in source
-    for key in ("plan_sentence", "paper_passes", "paper_hours", "runner_memory_gb", "runner_disk_gb"):
+    assert '["ci", "lite", "paper", parameter_set]' in source  # the three sets' totals, whichever was built
+    for key in ("plan_sentence", "paper_passes", "paper_parts", "paper_hours", "lite_passes", "lite_minutes",
+                "shard_hours", "shard_disk_gb", "runner_memory_gb", "runner_disk_gb", "gpu_sentence"):
         assert f"`{key}" in source and f"{key}=" in source
+    assert '"device_ratios.parquet"' in source and '"device_passes.parquet"' in source
