@@ -209,8 +209,79 @@ def attention_enrichment(attention: np.ndarray, high: np.ndarray, seed: int = 0)
 
 
 def _mixed_positions(high: np.ndarray) -> np.ndarray:
-    """``(Np,)`` bool: positions holding an outlier in some image and a normal token in another."""
-    return high.any(0) & ~high.all(0)
+    """``(Np,)`` bool: positions holding at least :data:`MIN_PER_POSITION` outliers and as many normal tokens
+    over the images (with 1: an outlier in some image and a normal token in another)."""
+    outliers = np.asarray(high, dtype=bool).sum(0)
+    return (outliers >= MIN_PER_POSITION) & (np.shape(high)[0] - outliers >= MIN_PER_POSITION)
+
+
+# ---------------------------------------------------------------------------------------------
+# Minimum counts of a comparison within grid positions (the redundancy AUC, the position-matched attention) and
+# of a comparison between token kinds (the probes' gaps). Stated in advance, not fitted on twins or models.
+
+#: A within-position comparison counts a grid position only when it holds at least this many outliers and this
+#: many normal tokens over the images ...
+MIN_PER_POSITION = 1
+#: ... and is measured only on at least this many *matched pairs*: per counted position the smaller of its two
+#: counts (disjoint outlier-normal pairs at one position), summed. A sign test on 10 pairs still rejects chance at
+#: 5 % (two-sided) with one of them discordant (p = 0.021); one normal token at one position (11 outliers against
+#: it) is 1 pair, however many outliers it is ranked against.
+MIN_MATCHED_PAIRS = 10
+#: A comparison of two token kinds pooled over images (the probes' normal vs high-norm gaps) needs at least this
+#: many tokens of each kind.
+MIN_KIND_TOKENS = 10
+#: How an interval that its minimum counts leave unmeasured starts its ``method`` (the reason follows).
+NOT_MEASURABLE = "not measurable"
+
+
+@dataclass(frozen=True)
+class MatchedCounts:
+    """What a within-position comparison of ``(B, Np)`` masks rests on (:func:`matched_counts`)."""
+
+    positions: int  # grid positions holding at least MIN_PER_POSITION tokens of each kind
+    outliers: int  # outliers at those positions
+    normals: int  # normal tokens at those positions
+    pairs: int  # per position the smaller of the two counts, summed
+    all_outliers: int  # outliers anywhere
+
+    @property
+    def measurable(self) -> bool:
+        return self.pairs >= MIN_MATCHED_PAIRS
+
+    def reason(self) -> str:
+        """Why the comparison is (not) measurable, in words."""
+        counted = (f"{self.pairs} matched pair{'s' if self.pairs != 1 else ''} (an outlier and a normal token at one "
+                   f"grid position), {MIN_MATCHED_PAIRS} needed: {self.positions} position"
+                   f"{'s hold' if self.positions != 1 else ' holds'} both kinds, {self.outliers} of the "
+                   f"{self.all_outliers} outliers and {self.normals} normal tokens")
+        return counted if self.measurable else f"{NOT_MEASURABLE}: {counted}"
+
+
+def matched_counts(high: np.ndarray) -> MatchedCounts:
+    """The counts a within-position comparison of the ``(B, Np)`` mask ``high`` rests on."""
+    high = np.asarray(high, dtype=bool)
+    outliers = high.sum(0)
+    normals = high.shape[0] - outliers
+    counted = _mixed_positions(high)
+    return MatchedCounts(int(counted.sum()), int(outliers[counted].sum()), int(normals[counted].sum()),
+                         int(np.minimum(outliers, normals)[counted].sum()), int(outliers.sum()))
+
+
+def not_measurable(n: int, reason: str) -> Interval:
+    """The interval of a comparison its minimum counts leave unmeasured: nan, ``method`` the reason (starting
+    with :data:`NOT_MEASURABLE`)."""
+    return Interval(float("nan"), float("nan"), float("nan"), n, reason)
+
+
+def kind_counts_reason(high: np.ndarray) -> str | None:
+    """Why a comparison of high-norm against normal tokens in the ``(B, ...)`` mask ``high`` is not measurable
+    (fewer than :data:`MIN_KIND_TOKENS` of a kind), or None when it is."""
+    high = np.asarray(high, dtype=bool)
+    outliers, normals = int(high.sum()), int((~high).sum())
+    if min(outliers, normals) >= MIN_KIND_TOKENS:
+        return None
+    return (f"{NOT_MEASURABLE}: {outliers} high-norm and {normals} normal tokens ({MIN_KIND_TOKENS} of each "
+            "needed)")
 
 
 def matched_attention_ratio(attention: np.ndarray, high: np.ndarray) -> float:
@@ -222,7 +293,7 @@ def matched_attention_ratio(attention: np.ndarray, high: np.ndarray) -> float:
     high = np.asarray(high, dtype=bool)
     attention = np.asarray(attention, dtype=np.float64)
     mixed = np.flatnonzero(_mixed_positions(high))
-    if not mixed.size:
+    if not mixed.size or not matched_counts(high).measurable:  # fewer than MIN_MATCHED_PAIRS matched pairs
         return float("nan")
     on, off, weights = [], [], []
     for position in mixed:
@@ -235,7 +306,11 @@ def matched_attention_ratio(attention: np.ndarray, high: np.ndarray) -> float:
 
 
 def matched_attention_interval(attention: np.ndarray, high: np.ndarray, seed: int = 0) -> Interval:
-    """:func:`matched_attention_ratio` with its interval over images."""
+    """:func:`matched_attention_ratio` with its interval over images; not measurable (nan, ``method`` says why)
+    when the images hold fewer than :data:`MIN_MATCHED_PAIRS` matched pairs."""
+    counts = matched_counts(high)
+    if not counts.measurable:
+        return not_measurable(np.shape(high)[0], counts.reason())
     return image_bootstrap({"attention": attention, "high": high},
                            lambda c: matched_attention_ratio(c["attention"], c["high"]), seed)
 
@@ -433,7 +508,7 @@ def position_matched_auc(cosine: np.ndarray, high: np.ndarray) -> float:
     high = np.asarray(high, dtype=bool)
     cosine = np.asarray(cosine, dtype=np.float64)
     mixed = _mixed_positions(high)
-    if not mixed.any():
+    if not mixed.any() or not matched_counts(high).measurable:  # fewer than MIN_MATCHED_PAIRS matched pairs
         return float("nan")
     flags, ranks = high[:, mixed], rankdata(cosine[:, mixed], axis=0)  # (B, M), mid-ranks for ties
     positives = flags.sum(0)
@@ -449,10 +524,13 @@ MIN_MATCHED_SHARE = 0.5
 
 
 def redundancy_intervals(cosine: np.ndarray, high: np.ndarray, seed: int = 0) -> dict[str, Interval]:
-    """Raw and position-matched AUC of neighbour cosine, each with its interval over images."""
+    """Raw and position-matched AUC of neighbour cosine, each with its interval over images; the matched one is not
+    measurable (nan, ``method`` says why) on fewer than :data:`MIN_MATCHED_PAIRS` matched pairs."""
     columns = {"cosine": cosine, "high": high}
     raw = image_bootstrap(columns, lambda c: metrics.separation_auc(np.ravel(c["cosine"]), np.ravel(c["high"])), seed)
-    matched = image_bootstrap(columns, lambda c: position_matched_auc(c["cosine"], c["high"]), seed)
+    counts = matched_counts(high)
+    matched = (image_bootstrap(columns, lambda c: position_matched_auc(c["cosine"], c["high"]), seed)
+               if counts.measurable else not_measurable(np.shape(high)[0], counts.reason()))
     return {"raw": raw, "matched": matched}
 
 
@@ -532,11 +610,16 @@ def register_reduction_interval(plain: np.ndarray, registers: np.ndarray, cutoff
 def kind_gap(values: np.ndarray, high: np.ndarray, seed: int = 0) -> Interval:
     """Mean of ``values`` over normal tokens minus over high-norm tokens, pooled over images.
 
-    ``values``, ``high``: ``(B, Np)``. nan when the drawn images hold no high-norm token.
+    ``values``, ``high``: ``(B, Np)``. nan when the drawn images hold fewer than :data:`MIN_KIND_TOKENS` tokens of a
+    kind; not measurable (``method`` says why) when the images themselves do.
     """
+    reason = kind_counts_reason(high)
+    if reason is not None:
+        return not_measurable(np.shape(high)[0], reason)
+
     def gap(c) -> float:
         mask = np.asarray(c["high"], dtype=bool)
-        if not mask.any() or mask.all():
+        if kind_counts_reason(mask) is not None:
             return float("nan")
         return float(np.mean(c["values"][~mask]) - np.mean(c["values"][mask]))
 

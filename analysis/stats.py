@@ -160,7 +160,10 @@ class Interval:
 
     @property
     def every_resample_equal(self) -> bool:
-        """True for a zero-width interval because every resample gave the same value."""
+        """True for a zero-width interval because every (defined) resample gave the same value: the images
+        show no variation of the statistic, so the interval says nothing about its uncertainty. Read from
+        :attr:`method`, which :func:`image_bootstrap` starts with :data:`EVERY_EQUAL` then (an interval rebuilt
+        from a table keeps it only where the table kept the method)."""
         return self.method.startswith(EVERY_EQUAL)
 
     def text(self, fmt: str = ".2f") -> str:
@@ -168,6 +171,8 @@ class Interval:
 
         Without an interval it says why in words, never ``[nan, nan]``: ``1.98% (too few images for an
         interval: 1 of 8 needed)``, ``0.40 (no interval: 60% of resamples undefined)``, ``not measured``.
+        A zero-width interval of resamples that were all equal says so: ``6.25% [6.25%, 6.25%] (every resample
+        equal)``.
         """
         if math.isnan(self.estimate):
             return "not measured"
@@ -176,7 +181,8 @@ class Interval:
         if math.isnan(self.low) or math.isnan(self.high):
             why = f": {self.undefined_share:.0%} of resamples undefined" if self.undefined_share > 0 else ""
             return f"{self.estimate:{fmt}} (no interval{why})"
-        return f"{self.estimate:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]"
+        equal = f" ({EVERY_EQUAL})" if self.every_resample_equal else ""
+        return f"{self.estimate:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]{equal}"
 
     @property
     def half_width(self) -> float:
@@ -416,7 +422,12 @@ def _resample(columns: dict, statistic: Callable[[dict], float], seed: int,
 
 
 def _constant(draws: np.ndarray) -> bool:
-    return bool(draws.size) and float(np.ptp(draws)) <= 1e-12 * max(1.0, float(np.max(np.abs(draws))))
+    """Every draw equal (to rounding; an infinite value only to itself)."""
+    if not draws.size:
+        return False
+    if np.all(draws == draws[0]):
+        return True
+    return bool(np.all(np.isfinite(draws))) and float(np.ptp(draws)) <= 1e-12 * max(1.0, float(np.max(np.abs(draws))))
 
 
 def image_bootstrap(

@@ -33,7 +33,8 @@ def test_stratified_auc_finds_a_planted_difference_within_positions():
     assert findings.position_matched_auc(cosine, high) > 0.95
 
 
-def test_stratified_auc_weights_positions_by_their_outliers():
+def test_stratified_auc_weights_positions_by_their_outliers(monkeypatch):
+    monkeypatch.setattr(findings, "MIN_MATCHED_PAIRS", 1)  # the arithmetic on 2 matched pairs, below the minimum
     cosine = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])  # (4 images, 2 positions)
     high = np.array([[True, True], [False, True], [False, True], [False, False]])
     # position 0: the outlier has the highest cosine (AUC 1); position 1: outliers 1, 0, 0 vs normal 0 (AUC 4/6)
@@ -120,3 +121,64 @@ def test_depth_sentence_names_the_blocks_and_whether_the_mode_survives_to_the_ou
                                       "from block 4 on, up to the output")
     single = np.array([0, 0, 1], bool)
     assert depth_sentence(single) == "a separated high-norm mode exists in block 2 of 0–2: from block 2 on, up to the output"
+
+
+# ---------------------------------------------------------------------------------------------- minimum counts
+
+
+def corner_like(n_images: int = 12, normal_images: int = 1):
+    """One grid position holding an outlier in all but ``normal_images`` images (a pinned corner), the rest normal;
+    the outliers there have the higher cosine."""
+    rng = np.random.default_rng(5)
+    high = np.zeros((n_images, 6), bool)
+    high[normal_images:, 0] = True
+    cosine = rng.normal(0.5, 0.05, (n_images, 6)) + 0.3 * high
+    attention = rng.normal(0.1, 0.005, (n_images, 6)) + 0.4 * high
+    return cosine, attention, high
+
+
+def test_matched_counts_are_pairs_per_position_summed():
+    high = np.zeros((12, 4), bool)
+    high[1:, 0] = True  # 11 outliers, 1 normal token: 1 pair
+    high[:3, 1] = True  # 3 outliers, 9 normal: 3 pairs
+    high[:, 2] = True  # outliers in every image: no normal token there, not counted
+    counts = findings.matched_counts(high)
+    assert (counts.positions, counts.outliers, counts.normals, counts.pairs, counts.all_outliers) == (2, 14, 10, 4, 26)
+    assert not counts.measurable and counts.reason() == (
+        "not measurable: 4 matched pairs (an outlier and a normal token at one grid position), 10 needed: 2 positions "
+        "hold both kinds, 14 of the 26 outliers and 10 normal tokens")
+
+
+def test_one_normal_token_at_a_pinned_position_is_not_measurable():
+    """The ci book's case: AUC 1.00 [1.00, 1.00] from ONE normal corner token is no comparison."""
+    cosine, attention, high = corner_like()
+    assert np.isnan(findings.position_matched_auc(cosine, high))
+    auc = findings.redundancy_intervals(cosine, high)["matched"]
+    assert np.isnan(auc.estimate) and auc.method.startswith(findings.NOT_MEASURABLE)
+    assert "1 matched pair (" in auc.method and "1 position holds both kinds, 11 of the 11 outliers and 1 normal" in auc.method
+    assert np.isnan(findings.matched_attention_ratio(attention, high))
+    matched = findings.matched_attention_interval(attention, high)
+    assert np.isnan(matched.estimate) and matched.method.startswith(findings.NOT_MEASURABLE)
+    assert not np.isnan(findings.redundancy_intervals(cosine, high)["raw"].estimate)  # the pooled AUC is still shown
+
+
+def test_enough_matched_pairs_are_measured():
+    cosine, attention, high = corner_like(n_images=24, normal_images=findings.MIN_MATCHED_PAIRS)
+    assert findings.matched_counts(high).pairs == findings.MIN_MATCHED_PAIRS
+    assert findings.position_matched_auc(cosine, high) > 0.95
+    assert findings.redundancy_intervals(cosine, high)["matched"].low > 0.8
+    assert findings.matched_attention_ratio(attention, high) > 3
+    fewer = corner_like(n_images=24, normal_images=findings.MIN_MATCHED_PAIRS - 1)
+    assert np.isnan(findings.position_matched_auc(fewer[0], fewer[2]))
+
+
+def test_kind_gap_needs_enough_tokens_of_each_kind():
+    rng = np.random.default_rng(6)
+    values = rng.normal(0, 1, (12, 50))
+    high = np.zeros((12, 50), bool)
+    high[:9, 0] = True  # 9 high-norm tokens: one short
+    gap = findings.kind_gap(values, high)
+    assert np.isnan(gap.estimate) and gap.method == ("not measurable: 9 high-norm and 591 normal tokens (10 of each "
+                                                     "needed)")
+    high[9, 0] = True
+    assert not np.isnan(findings.kind_gap(values, high).estimate)

@@ -56,9 +56,12 @@ def test_ci_verdicts_and_controls(page, ci_book):
 @pytest.mark.slow
 def test_every_rule_finds_its_planted_truth(ci_book):
     """The validation page: each twin x check, the rule's verdict against the twin's declared truth."""
+    from test_validation import KNOWN_MISJUDGED
+
     table = results("validation")
-    assert len(table) >= 25 and table.twin.nunique() == 7
-    assert table.matches.all(), table[~table.matches][["twin", "check", "expected", "verdict", "measured"]]
+    assert len(table) >= 100 and set(table.family) == {"development", "held-out"}
+    misjudged = table[table.misjudged]
+    assert set(misjudged.twin) == set(KNOWN_MISJUDGED), misjudged[["twin", "check", "expected", "verdict", "measured"]]
     # both kinds of truth are present, so a rule that always says one thing cannot pass
     assert {"reproduced", "not reproduced", "inconclusive"} <= set(table.expected)
 
