@@ -469,13 +469,14 @@ def judge_attention(random_weights: bool, has_outliers: bool, enrichment: Interv
     if single := _single_valued(claim, rule, measured, enrichment):
         return single
     judged = _judge(claim, enrichment, MIN_ATTENTION_ENRICHMENT, rule, ".1f", name="enrichment")
-    if matched is None or math.isnan(matched.estimate) or matched.every_resample_equal:
-        # no position holds enough of both kinds (or one pair decides every resample): area share alone
-        why = _not_measurable(matched) or ("position-matched: every resample equal" if matched is not None
-                                           and matched.every_resample_equal else None)
+    if matched is None or math.isnan(matched.estimate):  # too few of both kinds at the same positions
+        why = _not_measurable(matched)
         reason = judged.reason + (f"; {why}, so the area share alone decides" if why else "")
         return Judgement(judged.verdict, reason, rule, enrichment, claim, measured)
-    verdict = both(judged.verdict, interval_rule(matched, MIN_ATTENTION_ENRICHMENT))
+    matched_verdict = interval_rule(matched, MIN_ATTENTION_ENRICHMENT)
+    if matched.every_resample_equal and matched_verdict is Verdict.REPRODUCED:
+        matched_verdict = Verdict.INCONCLUSIVE  # a zero-width reading (>= the minimum pairs) may fail, never pass
+    verdict = both(judged.verdict, matched_verdict)
     if verdict is judged.verdict:  # the area-share reason, naming both readings
         reason = judged.reason.replace(f"enrichment {enrichment.text('.1f')}", measured, 1)
     elif verdict is Verdict.NOT_REPRODUCED:
@@ -629,8 +630,8 @@ def judge_redundancy(random_weights: bool, has_outliers: bool, auc: Interval, pi
         why = _not_measurable(auc) or ("no grid position holds an outlier in some images and a normal token in "
                                        "others, so there is nothing to compare within positions")
         return Judgement(Verdict.INCONCLUSIVE, why, rule, auc, claim, measured)
-    if single := _single_valued(claim, rule, measured, auc):
-        return single
+    # no _single_valued here: with at least findings.MIN_MATCHED_PAIRS pairs, an AUC equal in every resample is
+    # perfect separation (1), inversion (0) or all ties (0.5): the decisive cases, not a reading from one token
     return _judge(claim, auc, MIN_REDUNDANCY_AUC, rule, ".2f", name="AUC")
 
 
@@ -721,7 +722,7 @@ def register_reduction_rule(reduction: Interval, rule: str = "", claim: str = "r
 
 
 def judge_norm_in_registers(plain: str, with_registers: str, random_weights: bool, registers_ratio: Interval,
-                            plain_cutoff_ratio: float) -> Judgement:
+                            plain_cutoff_ratio: float, plain_has_outliers: bool | None = None) -> Judgement:
     """Paper claim (DINOv2 ± registers): the high norms move into the register tokens.
 
     ``registers_ratio``: median register norm / median patch norm in the register model;
@@ -736,7 +737,11 @@ def judge_norm_in_registers(plain: str, with_registers: str, random_weights: boo
         if not _is_register_pair(plain, with_registers):
             return _untestable(claim, NO_STATEMENT + " pair", rule)
         claim = "norm_in_registers_released"  # the mechanism on a released DINOv2 pair of another size
-        rule = "a released DINOv2 pair; " + rule
+        rule = "a released DINOv2 pair whose plain model has outliers; " + rule
+        if plain_has_outliers is None:
+            return _undecided(claim, rule)
+        if not plain_has_outliers:
+            return _untestable(claim, "the model without registers has no outliers whose norm could move", rule)
     return norm_in_registers_rule(registers_ratio, plain_cutoff_ratio, rule, claim)
 
 

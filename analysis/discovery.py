@@ -375,14 +375,28 @@ class LostResult:
 
 def patch_keys(feats) -> np.ndarray:
     """The last block's patch keys ``(B, Np, d)`` of a pass that kept ``"keys"`` (CLS, registers and any test-time
-    register dropped)."""
-    return np.asarray(feats.arrays["keys"][:, int(feats.meta["num_prefix_tokens"]):])
+    register dropped). Raises ``ValueError`` when the kept keys do not hold exactly the prefix and the grid's patches
+    (the prefix count and the grid must agree, or every patch would be read one place off)."""
+    keys = feats.arrays["keys"]
+    prefix, (h, w) = int(feats.meta["num_prefix_tokens"]), feats.grid
+    if keys.shape[1] != prefix + h * w:
+        raise ValueError(f"the kept keys hold {keys.shape[1]} tokens, not {prefix} prefix tokens + {h}x{w} patches")
+    return np.asarray(keys[:, prefix:])
+
+
+def _check_order(feats, sample: AnnotatedSample) -> None:
+    """The pass's images must be the sample's, in the same order: a box is scored against its own image's truth."""
+    ran = [image["image_id"] for image in feats.meta.get("images", [])]
+    if ran != [record.image_id for record in sample.records]:
+        raise ValueError("the pass's images are not the annotated sample's, in its order: boxes would be scored "
+                         "against another image's truth")
 
 
 def evaluate(feats, sample: AnnotatedSample, k: int = 100, keys: np.ndarray | None = None) -> LostResult:
     """LOST on the last-block keys of a pass that kept ``"keys"`` over ``sample`` (squeezed to squares), boxes
     in the original images' pixels, hits against the true boxes. ``keys``: other patch keys of the same shape
     (the positive control's planted ones) instead of the pass's own."""
+    _check_order(feats, sample)
     found = discover(patch_keys(feats) if keys is None else keys, feats.grid, k)
     boxes = pixel_boxes(found, int(feats.meta["patch_size"]), sample.scales(int(feats.meta["resolution"])))
     return LostResult(feats.meta["spec"], feats.provenance.label(), feats.provenance.is_random,
@@ -442,11 +456,11 @@ def positive_control_sentence(control: LostResult, model: str) -> str:
     share = f"{hit} of {total} objects (CorLoc {hit / total:.0%})"
     if hit / total >= CONTROL_CORLOC:
         return (f"Positive control: with each image's largest object planted in the keys of {model}'s pass, this "
-                f"LOST boxes {share}; so where a CorLoc above sits at its floor, the floor is the model's keys, not "
-                "the code")
+                f"LOST boxes {share}; so where a CorLoc above sits at its floor, it is the model's keys, not LOST, "
+                "the box mapping or the scoring (the same pass, checked to hold the sample's images in order)")
     return (f"Positive control FAILED: with each image's largest object planted in the keys of {model}'s pass, this "
-            f"LOST boxes only {share} (at least {CONTROL_CORLOC:.0%} expected): the code, not only the model, may "
-            "be at fault")
+            f"LOST boxes only {share} (at least {CONTROL_CORLOC:.0%} expected): LOST, the box mapping or the scoring, "
+            "not only the model, may be at fault")
 
 
 TEST_TIME_CONDITION = "test-time register (held-out half)"

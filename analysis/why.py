@@ -51,24 +51,35 @@ CAUSES: tuple[Cause, ...] = (
                  "or the `paper` set",
            "*": "a model whose outliers move with the content, or more varied images (`-p image_source DIR`)"}),
     Cause("too_few", "too few images (or tokens) to compute an interval that could decide",
-          {"*": "more images: raise `n_images` (or `n_discovery`, `per_class`) on the page, or use a folder of "
-                "your own photos (`-p image_source DIR`)"}),
+          {"ci": "more images: a folder of photos (`-p image_source DIR`, or Imagenette via `make images`) with a "
+                 "larger `n_images` (or `n_discovery`, `per_class`)",
+           "lite": "more images than the shipped photos: Imagenette (`make images`, `-p image_source imagenette "
+                   "-p n_images 100`), VOC 2007 for object discovery (`make voc`)",
+           "*": "more images: raise `n_images` (or `n_discovery`, `per_class`) on the page"}),
     Cause("straddles", "the interval straddles the rule's margin: the effect may be there, but this sample "
                        "cannot tell",
-          {"*": "more images (the reason names about how many would likely settle it)"}),
+          {"lite": "more images than the shipped photos (Imagenette: `make images`, `-p image_source imagenette`; "
+                   "the reason names about how many would likely settle it)",
+           "*": "more images (the reason names about how many would likely settle it)"}),
+    Cause("definitions", "the study's adaptive cutoff and the paper's own cutoff disagree about this model",
+          {"*": "more images, and a look at the norm histogram: which cutoff sits between the modes"}),
     Cause("undecided_outliers", "a high-norm mode was found, but too weakly to say the model has outliers",
           {"*": "more images, so that the share interval clears 0 (or does not)"}),
     Cause("no_outliers", "the model has no high-norm tokens here, so a claim about what outliers do has nothing "
                          "to act on",
-          {"*": "a model with outliers: DINOv2, DeiT-III or OpenCLIP (`lite` or `paper` set), or higher "
-                "resolution (`-p resolution 448`)"}),
+          {"ci": "a model with outliers that move with the content: the `lite` set (DINOv2 ViT-B, DeiT-III, "
+                 "OpenCLIP) or the `paper` set",
+           "lite": "larger models or inputs: the `paper` set (DINOv2 ViT-g), or `-p resolution 448`",
+           "*": "another model with outliers, or higher resolution (`-p resolution 448`)"}),
     Cause("floor", "LOST is at its floor: every pair of keys correlates positively, so the box is the whole "
                    "image with or without any intervention",
-          {"*": "a model whose keys separate objects from background (LOST's DINO ViT-S/16 in the `lite` set) "
-                "and the real benchmark (`make voc`)"}),
+          {"*": "a model with outliers whose keys still separate objects from the background (the positive control "
+                "on the page shows that LOST itself boxes a separable object), on VOC 2007 (`make voc`)"}),
     Cause("not_public", "the checkpoints the claim needs are not public (the paper's size series, or checkpoints "
                         "from the middle of one training run)",
           {"*": "no public weights can settle it; a run on such checkpoints would (`-p checkpoints ...`)"}),
+    Cause("bracket", "the checkpoints bracket the onset too loosely to say 'about a third of training'",
+          {"*": "more checkpoints of one training run around a third of it (not public: `-p checkpoints ...`)"}),
     Cause("not_applicable", "the model lacks what the claim is about (for example a CLS token)",
           {"*": "a model that has it"}),
     Cause("attention_before", "CLS attention was not (or not clearly) concentrated on the outliers before the "
@@ -91,11 +102,16 @@ PATTERNS: tuple[tuple[str, str], ...] = (
     (r"distilled from ViT-g|paper's series|checkpoints of one training run|paper's are not public", "not_public"),
     (r"^not applicable", "not_applicable"),
     (r"cannot tell whether CLS attention was concentrated|CLS attention was not concentrated", "attention_before"),
-    (r"too few images|^only \d+ .*\(need \d+\)|no interval could be computed|not measurable", "too_few"),
+    (r"two definitions disagree|definitions disagree", "definitions"),
+    (r"bracket is wider", "bracket"),
+    (r"every resample gave the same value", "too_few"),
+    (r"position-matched reading does not clear", "straddles"),
+    (r"no block has a separated", "no_outliers"),
+    (r"too few images|^only \d+ .*\(need \d+\)|no interval could be computed|no interval: |not measurable", "too_few"),
     (r"straddles", "straddles"),
     (r"no outliers|no high-norm|no separated high-norm mode|moved no outlier|no outlier cutoff|"
      r"nothing to (attend to|clean up|compare)|no grid position holds", "no_outliers"),
-    (r"leaves the band|bracket is wider", "band"),
+    (r"leaves the band", "band"),
 )
 
 

@@ -49,3 +49,32 @@ def _offline(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+
+
+#: Images of every twin pass in the tests: every shipped photo, as the validation page draws.
+TWIN_IMAGES = 12
+
+
+@pytest.fixture(scope="session")
+def twin_cache(tmp_path_factory):
+    """One feature cache for the twin passes of this session (tests/test_twins.py and tests/test_validation.py)."""
+    folder = tmp_path_factory.getbasetemp() / "twin-cache"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def twin_pass(weights_dir, twin_cache):
+    """``twin_pass(name)``: the cached pass of the registered twin ``name`` on its base network, the shipped photos."""
+    from analysis import twins
+
+    passes = {}
+
+    def run(name: str) -> features.Features:
+        if name not in passes:
+            options = features.RunOptions("builtin", TWIN_IMAGES, 224, weights_dir=weights_dir, cache_dir=twin_cache,
+                                          allow_hub=False, progress=False)
+            passes[name] = features.extract(twins.TWIN_BASES[name], options, plant=twins.TWINS[name])
+        return passes[name]
+
+    return run

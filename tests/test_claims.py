@@ -236,10 +236,14 @@ def test_a_released_dinov2_pair_of_another_size_is_judged_as_the_mechanism():
     assert claims.judge_registers(base, base_reg, False, None, iv(0.95, 1)).verdict is Verdict.INCONCLUSIVE
     assert claims.judge_registers(base, base_reg, True, True, iv(0.95, 1)).claim == "registers"  # random: control
     assert claims.judge_registers(base, DINOV2_REG, False, True, iv(0.95, 1)).verdict is Verdict.NOT_TESTABLE  # sizes
-    carry = claims.judge_norm_in_registers(base, base_reg, False, iv(8, 12), 5.0)
+    carry = claims.judge_norm_in_registers(base, base_reg, False, iv(8, 12), 5.0, True)
     assert carry.verdict is Verdict.REPRODUCED and carry.claim == "norm_in_registers_released"
-    assert claims.judge_norm_in_registers(base, base_reg, False, iv(1, 2), 5.0).verdict is Verdict.NOT_REPRODUCED
-    assert claims.judge_norm_in_registers(base, base_reg, False, iv(8, 12), math.inf).claim == "norm_in_registers_released"
+    assert claims.judge_norm_in_registers(base, base_reg, False, iv(1, 2), 5.0, True).verdict is Verdict.NOT_REPRODUCED
+    assert claims.judge_norm_in_registers(base, base_reg, False, iv(8, 12), math.inf, True).claim == "norm_in_registers_released"
+    # gated like the reduction: no outliers on the plain model, or undecided, and there is no norm to move
+    assert claims.judge_norm_in_registers(base, base_reg, False, iv(8, 12), 5.0, False).verdict is Verdict.NOT_TESTABLE
+    assert claims.judge_norm_in_registers(base, base_reg, False, iv(8, 12), 5.0, None).verdict is Verdict.INCONCLUSIVE
+    assert claims.judge_norm_in_registers(DINOV2_G, DINOV2_REG, False, iv(8, 12), 5.0).verdict is Verdict.REPRODUCED
     assert claims.judge_registers(DINOV2_G, DINOV2_REG, False, True, iv(0.95, 1.0)).claim == "registers"  # the paper's
 
 
@@ -1048,15 +1052,17 @@ def _equal(value, n=8):
     return Interval(value, value, value, n, "every resample equal; bootstrap over images")
 
 
-def test_a_comparison_whose_resamples_are_all_equal_cannot_decide():
-    auc = claims.judge_redundancy(False, True, _equal(1.0), pinned=False)
-    assert auc.verdict is Verdict.INCONCLUSIVE and "every resample gave the same value" in auc.reason
-    assert claims.judge_redundancy(False, True, iv(0.7, 0.9), pinned=False).verdict is Verdict.REPRODUCED
+def test_a_comparison_whose_resamples_are_all_equal():
+    # redundancy: with the minimum matched pairs, an all-equal AUC is perfect separation or inversion: it decides
+    assert claims.judge_redundancy(False, True, _equal(1.0), pinned=False).verdict is Verdict.REPRODUCED
+    assert claims.judge_redundancy(False, True, _equal(0.0), pinned=False).verdict is Verdict.NOT_REPRODUCED
     enrichment = claims.judge_attention(False, True, _equal(5.0))
     assert enrichment.verdict is Verdict.INCONCLUSIVE and "every resample" in enrichment.reason
-    # a position-matched reading from one pair is left out: the area share decides, and the reason says why
-    matched_one = claims.judge_attention(False, True, iv(3.0, 6.0), matched=_equal(4.9))
-    assert matched_one.verdict is Verdict.REPRODUCED and "position-matched: every resample equal" in matched_one.reason
+    # an all-equal position-matched reading may fail the claim (attention that follows position alone: 1.0 at the
+    # same positions), never pass it
+    position_only = claims.judge_attention(False, True, iv(3.2, 4.2), matched=_equal(1.0))
+    assert position_only.verdict is Verdict.NOT_REPRODUCED
+    assert claims.judge_attention(False, True, iv(3.0, 6.0), matched=_equal(4.9)).verdict is Verdict.INCONCLUSIVE
     assert claims.judge_attention(False, True, iv(3.0, 6.0), matched=iv(0.5, 1.0)).verdict is Verdict.NOT_REPRODUCED
 
 

@@ -478,3 +478,22 @@ def test_the_positive_control_sentence_in_each_state():
     failed = discovery.positive_control_sentence(result([True] * 8 + [False] * 2), "ViT-Ti")
     assert failed.startswith("Positive control FAILED") and "only 8 of 10 objects (CorLoc 80%)" in failed
     assert discovery.positive_control_sentence(result([]), "ViT-Ti") == "No positive control: no annotated image."
+
+
+def test_lost_refuses_keys_out_of_step_with_the_sample_or_the_grid():
+    from types import SimpleNamespace
+
+    sample = discovery.AnnotatedSample([SimpleNamespace(image_id="a"), SimpleNamespace(image_id="b")],
+                                       [[(0, 0, 10, 10)], [(0, 0, 10, 10)]], [(32, 32), (32, 32)])
+    keys = np.random.default_rng(0).normal(size=(2, 1 + 4, 3))
+    meta = {"num_prefix_tokens": 1, "grid": [2, 2], "patch_size": 16, "resolution": 32, "spec": "m",
+            "num_registers": 0, "images": [{"image_id": "b"}, {"image_id": "a"}]}
+    feats = SimpleNamespace(arrays={"keys": keys}, meta=meta, grid=(2, 2),
+                            provenance=SimpleNamespace(label=lambda: "w", is_random=False))
+    with pytest.raises(ValueError, match="not the annotated sample's"):
+        discovery.evaluate(feats, sample)
+    meta["images"] = [{"image_id": "a"}, {"image_id": "b"}]
+    assert len(discovery.evaluate(feats, sample).hits) == 2
+    meta["num_prefix_tokens"] = 0  # a prefix count that disagrees with the grid would shift every patch
+    with pytest.raises(ValueError, match="prefix tokens"):
+        discovery.evaluate(feats, sample)

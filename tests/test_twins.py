@@ -11,31 +11,14 @@ import torch
 from analysis import features, findings, hooks, images, models, twins
 
 TINY = models.OFFLINE_MODEL
-N_IMAGES = 12  # every shipped photo, as the validation page
+from conftest import TWIN_IMAGES as N_IMAGES  # noqa: E402  (every shipped photo, as the validation page)
 LAST = 11
 
 
 @pytest.fixture(scope="session")
-def twin_cache(tmp_path_factory):
-    """One feature cache for the twin passes of this session (tests/test_validation.py uses the same folder)."""
-    folder = tmp_path_factory.getbasetemp() / "twin-cache"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def twin(weights_dir, twin_cache):
-    """``twin(name)``: the cached pass of the registered twin ``name`` on its base network, the 12 shipped photos."""
-    passes = {}
-
-    def run(name: str) -> features.Features:
-        if name not in passes:
-            options = features.RunOptions("builtin", N_IMAGES, 224, weights_dir=weights_dir, cache_dir=twin_cache,
-                                          allow_hub=False, progress=False)
-            passes[name] = features.extract(twins.TWIN_BASES[name], options, plant=twins.TWINS[name])
-        return passes[name]
-
-    return run
+def twin(twin_pass):
+    """``twin(name)``: the cached pass of the registered twin ``name`` (conftest's ``twin_pass``)."""
+    return twin_pass
 
 
 @pytest.fixture(scope="session")

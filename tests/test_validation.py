@@ -15,28 +15,6 @@ from analysis import claims, features, findings, twins, validation
 from analysis.claims import Verdict
 from analysis.stats import Interval
 
-N_IMAGES = 12
-
-
-@pytest.fixture(scope="session")
-def twin_cache(tmp_path_factory):
-    folder = tmp_path_factory.getbasetemp() / "twin-cache"  # shared with tests/test_twins.py
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def twin_pass(weights_dir, twin_cache):
-    passes = {}
-
-    def run(name: str) -> features.Features:
-        if name not in passes:
-            options = features.RunOptions("builtin", N_IMAGES, 224, weights_dir=weights_dir, cache_dir=twin_cache,
-                                          allow_hub=False, progress=False)
-            passes[name] = features.extract(twins.TWIN_BASES[name], options, plant=twins.TWINS[name])
-        return passes[name]
-
-    return run
 
 
 @pytest.fixture(scope="session")

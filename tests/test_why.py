@@ -32,6 +32,12 @@ JUDGED = {
     "not_applicable": claims.not_applicable("attention", "SigLIP"),
     "attention_before": claims.judge_test_time_attention(False, True, 3, iv(1.5, 4.0), iv(0.5, 0.9)),
     "attention_before_unclear": claims.judge_test_time_attention(False, True, 3, iv(0.5, 0.9), iv(1.5, 4.0)),
+    "too_few_equal": claims.judge_attention(False, True, Interval(5.0, 5.0, 5.0, 8, "every resample equal")),
+    "straddles_matched": claims.judge_attention(False, True, iv(3.0, 6.0), matched=iv(1.5, 4.0)),
+    "no_outliers_depth": claims.judge_layer_onset(False, Interval(float("nan"), float("nan"), float("nan"), 8), 12),
+    "definitions": claims.judge_outliers("vit_base_patch16_224.dino", False, False, iv(0.0, 0.0),
+                                         paper_share=iv(0.01, 0.02)),
+    "bracket": claims.judge_training_onset([(0.0, False, False), (0.1, False, False), (0.9, False, True)]),
     "band": claims.judge_layer_onset(False, iv(0.1, 0.4, n=20), 12),
 }
 
@@ -40,7 +46,8 @@ JUDGED = {
 def test_each_cause_is_read_from_the_reason_its_rule_gives(key):
     judged = JUDGED[key]
     assert str(judged.verdict) in why.UNDECIDED_VERDICTS, judged
-    assert why.cause_of(judged.reason).key == key.replace("_unclear", ""), judged.reason
+    assert why.cause_of(judged.reason).key == key.split("_unclear")[0].split("_equal")[0].split("_matched")[0] \
+        .split("_depth")[0], judged.reason
 
 
 def test_an_unknown_reason_is_other_and_every_cause_has_a_remedy_for_every_set():
