@@ -444,6 +444,7 @@ def staged_config(url: str | None, config: Path = ROOT / "_config.yml") -> dict:
     repository = settings.setdefault("repository", {})
     if url:
         repository["url"] = url
+        settings.setdefault("html", {})["use_repository_button"] = True  # off in _config.yml: a bare URL-less build
     else:
         repository["url"] = ""  # not Jupyter Book's default address
         settings.pop("launch_buttons", None)
