@@ -348,18 +348,37 @@ def control(model: str, bimodal: bool, outlier_share: float) -> Control:
 MAX_OUTLIER_SHARE = 0.10
 
 
-def has_outliers(bimodal: bool, share: Interval) -> bool | None:
-    """A separated high-norm mode whose share interval is wholly above 0: True; no mode: False; a mode whose
-    interval reaches 0 or could not be computed (too few images): None, undecided."""
+#: The paper's outliers lie 3-11x above the median norm (DINOv2 ViT-g: median about 50, outliers above 150). Where no
+#: separated mode is found, tokens above this many medians in a share whose interval lies wholly above 0 keep a run
+#: from saying "has none": tokens at the paper's own line are there in every resample, without a mode that tells
+#: them from a tail. Fixed from the paper's numbers, not fitted on twins or models.
+PAPER_MEDIAN_LINE = 3.0
+
+
+def has_outliers(bimodal: bool, share: Interval, undecided: bool = False, line_share: Interval | None = None
+                 ) -> bool | None:
+    """Does the run show high-norm tokens? True: a separated high-norm mode whose share interval lies wholly above 0.
+    False: no mode, and (when ``line_share`` is given) the share above :data:`PAPER_MEDIAN_LINE` times the median is
+    not above 0 in every resample. None, undecided: the detector could not decide (``undecided``: a group stands
+    apart with too few tokens to call a mode), a mode whose interval reaches 0 or could not be computed (too few
+    images), or no mode while tokens at the paper's line are consistently there."""
+    if undecided:
+        return None
     if not bimodal:
-        return False
+        return None if _above_zero(line_share) else False
     if share.low > 0:
         return True
     return None
 
 
-UNDECIDED = ("cannot tell whether the model has high-norm tokens: a mode was found, but its share interval "
-             "reaches 0 or could not be computed (too few images)")
+def _above_zero(interval: Interval | None) -> bool:
+    """An interval (when there is one) wholly above 0."""
+    return interval is not None and interval.low > 0
+
+
+UNDECIDED = ("cannot tell whether the model has high-norm tokens: the detector could not decide, a mode was found "
+             "but its share interval reaches 0 or could not be computed (too few images), or no mode was found "
+             f"while tokens above {PAPER_MEDIAN_LINE:g}x the median are there in every resample")
 
 
 def _undecided(claim: str, rule: str) -> Judgement:
@@ -380,18 +399,27 @@ def _outlier_gate(claim: str, rule: str, random_weights: bool, has_outliers: boo
 
 
 def judge_outliers(model: str, random_weights: bool, bimodal: bool, share: Interval,
-                   paper_share: Interval | None = None) -> Judgement:
+                   paper_share: Interval | None = None, undecided: bool = False,
+                   line_share: Interval | None = None, detector_reason: str = "") -> Judgement:
     """Paper claim: ``model`` has (or lacks) a small high-norm mode, as the paper says it does.
 
     ``share``: share of output patch tokens above the adaptive cutoff; ``paper_share``: above the
     paper's own cutoff where the paper defines one for this model (:data:`PAPER_CUTOFF`), judged
-    beside it — both definitions must agree for *reproduced*.
+    beside it — both definitions must agree for *reproduced*. ``undecided``: the detector could not decide
+    (``detector_reason`` says why); ``line_share``: the share above :data:`PAPER_MEDIAN_LINE` times the median,
+    read where no mode is found (:func:`has_outliers`).
     """
     rule = (f"has outliers: a separated high-norm mode whose share interval lies in (0, {MAX_OUTLIER_SHARE:.0%}] "
             "(and so does the share above the paper's own cutoff, where it gives one); has none: no separated "
-            "mode, or a share interval at 0")
+            f"mode, and no share above {PAPER_MEDIAN_LINE:g}x the median in every resample (or a share interval at "
+            "0); a detector that cannot decide: inconclusive")
     claim = "outliers"
-    measured = f"share {share.text('.2%')}" + ("" if bimodal else " (no separated high-norm mode)")
+    measured = f"share {share.text('.2%')}"
+    if undecided:
+        measured += f"; the detector cannot decide: {detector_reason or 'too few tokens'}"
+    elif not bimodal:
+        measured += " (no separated high-norm mode)"
+        measured += f"; above {PAPER_MEDIAN_LINE:g}x the median: {line_share.text('.2%')}" if line_share else ""
     if paper_share is not None and model in PAPER_CUTOFF:
         measured += f"; above the paper's {PAPER_CUTOFF[model]:g}: {paper_share.text('.2%')}"
     if random_weights:
@@ -399,25 +427,33 @@ def judge_outliers(model: str, random_weights: bool, bimodal: bool, share: Inter
     expected = paper_expectation(model)
     if expected is None:
         return _untestable(claim, NO_STATEMENT, rule, measured)
-    judged = outlier_presence(expected, bimodal, share, paper_share if model in PAPER_CUTOFF else None)
+    judged = outlier_presence(expected, bimodal, share, paper_share if model in PAPER_CUTOFF else None, undecided,
+                              line_share)
     return Judgement(judged.verdict, measured + judged.reason, rule, share, claim, measured, paper_statement(model))
 
 
-def outlier_presence(expected: bool, bimodal: bool, share: Interval, paper_share: Interval | None = None) -> Judgement:
+def outlier_presence(expected: bool, bimodal: bool, share: Interval, paper_share: Interval | None = None,
+                     undecided: bool = False, line_share: Interval | None = None) -> Judgement:
     """The rule of :func:`judge_outliers` without the model's name: does the run show a few high-norm tokens
     (``expected`` True) or none (False)? With ``paper_share`` (a fixed cutoff's reading, which needs no mode to
-    be found) both readings must agree for *reproduced*; both must fail for *not reproduced*."""
-    readings = [(bimodal, share)] + ([(True, paper_share)] if paper_share is not None else [])
-    verdicts = [_few_outliers(found, interval) if expected else _no_outliers(found, interval)
-                for found, interval in readings]
+    be found) both readings must agree for *reproduced*; both must fail for *not reproduced*. The adaptive reading
+    is inconclusive when the detector is ``undecided``, or when it finds no mode but ``line_share`` (above
+    :data:`PAPER_MEDIAN_LINE` times the median) lies wholly above 0."""
+    unsure = undecided or (not bimodal and _above_zero(line_share))
+    readings = [(bimodal, share, unsure)] + ([(True, paper_share, False)] if paper_share is not None else [])
+    verdicts = [Verdict.INCONCLUSIVE if cannot_tell else
+                _few_outliers(found, interval) if expected else _no_outliers(found, interval)
+                for found, interval, cannot_tell in readings]
     if all(v is Verdict.REPRODUCED for v in verdicts):
         verdict = Verdict.REPRODUCED
     elif all(v is Verdict.NOT_REPRODUCED for v in verdicts):
         verdict = Verdict.NOT_REPRODUCED
     else:
         verdict = Verdict.INCONCLUSIVE
-    return Judgement(verdict, ": the two definitions disagree" if len(set(verdicts)) > 1 else "", "", share,
-                     "outliers")
+    reason = (": the two definitions disagree" if len(set(verdicts)) > 1 else
+              f": no separated mode, yet tokens above {PAPER_MEDIAN_LINE:g}x the median in every resample"
+              if unsure and not undecided else "")
+    return Judgement(verdict, reason, "", share, "outliers")
 
 
 def _few_outliers(bimodal: bool, share: Interval) -> Verdict:
@@ -794,11 +830,11 @@ def judge_test_time_attention(random_weights: bool, has_outliers: bool, n_neuron
     before = (Verdict.REPRODUCED if enrichment_before is None
               else interval_rule(enrichment_before, MIN_ATTENTION_ENRICHMENT))
     if before is Verdict.NOT_REPRODUCED:
-        return _untestable(claim, f"CLS attention was not concentrated on the outliers before the intervention "
-                           f"(enrichment {enrichment_before.text('.1f')}): nothing to clean up", rule)
+        return _untestable(claim, f"CLS attention was not concentrated on the outliers before the intervention, "
+                           f"enrichment {enrichment_before.text('.1f', unit='×')}: nothing to clean up", rule)
     if before is Verdict.INCONCLUSIVE:
         return Judgement(Verdict.INCONCLUSIVE, f"cannot tell whether CLS attention was concentrated on the outliers "
-                         f"before the intervention (enrichment {enrichment_before.text('.1f')})", rule,
+                         f"before the intervention: enrichment {enrichment_before.text('.1f', unit='×')}", rule,
                          enrichment_before, claim)
     if n_neurons == 0:
         return Judgement(Verdict.NOT_REPRODUCED, "no unit singles out the outlier positions", rule, None, claim)

@@ -31,6 +31,8 @@ class Cutoff:
 
     def describe(self) -> str:
         if not self.found:
+            if self.adaptive.undecided:
+                return "cannot tell whether there is a high-norm mode (adaptive cutoff: none)"
             return "no high-norm mode (adaptive cutoff: none)"
         return f"{self.rule} cutoff {self.value:.0f}"
 
@@ -62,17 +64,27 @@ def patch_grid(features: Features, column: str) -> np.ndarray:
     return frame.loc[order].to_numpy(dtype=np.float64)
 
 
-def has_outliers(cutoff: Cutoff, share: Interval) -> bool | None:
+def has_outliers(cutoff: Cutoff, share: Interval, line_share: Interval | None = None) -> bool | None:
     """A separated high-norm mode whose share interval over images lies wholly above 0 (decided from the
-    interval, not from a point flag: a mode that one image alone holds is not enough). None: undecided, a mode
-    whose interval reaches 0 or could not be computed (:func:`analysis.claims.has_outliers`)."""
-    return claims.has_outliers(bool(cutoff.found and cutoff.adaptive.bimodal), share)
+    interval, not from a point flag: a mode that one image alone holds is not enough). None: undecided — the
+    detector could not decide, a mode whose interval reaches 0 or could not be computed, or no mode while the share
+    above the paper's line (``line_share``, :func:`paper_line_share`) lies above 0 (:func:`analysis.claims.has_outliers`)."""
+    return claims.has_outliers(bool(cutoff.found and cutoff.adaptive.bimodal), share, cutoff.adaptive.undecided,
+                               line_share)
+
+
+def paper_line_share(norms: np.ndarray, seed: int = 0) -> Interval:
+    """Share of ``norms`` ``(B, Np)`` above :data:`~analysis.claims.PAPER_MEDIAN_LINE` times their median, with its
+    interval over images: the paper's outliers lie 3-11x above the median, a mode or not."""
+    norms = np.asarray(norms, dtype=np.float64)
+    return outlier_share_interval(norms, claims.PAPER_MEDIAN_LINE * float(np.median(norms)), seed)
 
 
 def outliers_found(norms: np.ndarray, cutoff: Cutoff, seed: int = 0) -> bool | None:
     """:func:`has_outliers` read from the share interval of ``norms`` ``(B, Np)`` above ``cutoff`` (an adaptive
-    cutoff is fitted anew in every resample, :func:`outlier_share_interval`)."""
-    return has_outliers(cutoff, outlier_share_interval(norms, cutoff.value, seed, refit=cutoff.rule == "adaptive"))
+    cutoff is fitted anew in every resample, :func:`outlier_share_interval`) and the share above the paper's line."""
+    return has_outliers(cutoff, outlier_share_interval(norms, cutoff.value, seed, refit=cutoff.rule == "adaptive"),
+                        paper_line_share(norms, seed))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +103,7 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
         paper_cutoff = claims.PAPER_CUTOFF.get(ModelSpec.parse(spec).name, float("nan"))
         paper_share = (outlier_share_interval(norms, paper_cutoff, seed) if np.isfinite(paper_cutoff)
                        else NOT_MEASURED)
+        line_share = paper_line_share(norms, seed)
         provenance = feats.provenance
         rows.append({
             "model": spec,
@@ -106,6 +119,8 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
             "share_above_threshold": metrics.high_norm_fraction(norms, threshold),
             "adaptive_cutoff": cutoff.adaptive.threshold,
             "bimodal": cutoff.adaptive.bimodal,
+            "undecided": cutoff.adaptive.undecided,
+            "detector_reason": cutoff.adaptive.reason,
             "separation": cutoff.adaptive.separation,
             "cutoff_rule": cutoff.rule,
             "cutoff": cutoff.value,
@@ -116,7 +131,10 @@ def norm_summary(features: dict[str, Features], threshold: float, adaptive: bool
             "share_above_paper_cutoff": paper_share.estimate,
             "share_above_paper_cutoff_low": paper_share.low,
             "share_above_paper_cutoff_high": paper_share.high,
-            "has_outliers": has_outliers(cutoff, share),
+            "line_share": line_share.estimate,
+            "line_share_low": line_share.low,
+            "line_share_high": line_share.high,
+            "has_outliers": has_outliers(cutoff, share, line_share),
             "cls_norm_median": float(last[last.kind == "cls"].norm.median()),
             "register_norm_median": float(last[last.kind == "register"].norm.median())
             if (last.kind == "register").any() else float("nan"),
@@ -150,9 +168,16 @@ def interval_columns(name: str, interval: Interval) -> dict:
 
 def outlier_judgement(row) -> claims.Judgement:
     """:func:`analysis.claims.judge_outliers` on a :func:`norm_summary` row: its share interval above the
-    page's cutoff, and above the paper's own cutoff for the model where the paper gives one."""
+    page's cutoff, above the paper's own cutoff for the model where the paper gives one, and above the paper's
+    line of 3x the median where no mode is found."""
     return claims.judge_outliers(row.timm_name, bool(row.random_weights), bool(row.bimodal), share_interval(row),
-                                 paper_share_interval(row))
+                                 paper_share_interval(row), bool(row.undecided), line_share_interval(row),
+                                 str(row.detector_reason))
+
+
+def line_share_interval(row: pd.Series) -> Interval:
+    """The share above :data:`~analysis.claims.PAPER_MEDIAN_LINE` times the median, from a :func:`norm_summary` row."""
+    return Interval(row.line_share, row.line_share_low, row.line_share_high, int(row.images))
 
 
 def share_interval(row: pd.Series) -> Interval:
@@ -381,6 +406,12 @@ def onset_block(separated: np.ndarray) -> int | None:
     return int(gaps[-1] + 1) if gaps.size else 0
 
 
+def onset_is_exact(table: pd.DataFrame, onset: int | None) -> bool:
+    """Whether the onset read from a :func:`block_table` is exact: False when the block just before it is undecided
+    (the mode may already be there, too small to call)."""
+    return onset is None or onset == 0 or not bool(table.undecided_mode.iloc[onset - 1])
+
+
 def _block_ranges(blocks: list[int]) -> str:
     """``[3, 4, 5, 9]`` → ``"3–5 and 9"`` (block indices as runs)."""
     runs, start = [], None
@@ -439,7 +470,8 @@ def onset_interval(norms: np.ndarray, seed: int = 0, n_resamples: int = ONSET_RE
 
 
 def block_table(norms: np.ndarray) -> pd.DataFrame:
-    """One row per block: patch-norm median, 99th percentile, max, and whether a separated mode exists.
+    """One row per block: patch-norm median, 99th percentile, max, whether a separated mode exists and whether the
+    detector could not tell (``undecided_mode``).
 
     ``norms``: ``(B, L, Np)``.
     """
@@ -451,6 +483,7 @@ def block_table(norms: np.ndarray) -> pd.DataFrame:
         "p99_norm": np.quantile(per_block, 0.99, axis=1),
         "max_norm": per_block.max(axis=1),
         "separated_mode": [fit.bimodal for fit in fits],
+        "undecided_mode": [fit.undecided for fit in fits],
         "block_cutoff": [fit.threshold for fit in fits],
         "share_above_block_cutoff": [float((v > fit.threshold).mean()) for v, fit in zip(per_block, fits)],
     })

@@ -111,6 +111,15 @@ def reading(interval: Interval, margin: float, fmt: str = ".2f", above: bool = T
     return f"{interval.text(fmt)}, which {side(interval, margin, fmt, above, strict, unit)}"
 
 
+def times(interval: Interval, what: str, fmt: str = ".1f") -> str:
+    """``interval`` as a multiple of ``what``: ``"19.7× [14.8×, 28.8×] their area share"``, ``"19.7× (too few images
+    for an interval: 4 of 8 needed) their area share"`` (the unit on the number, never after the parenthetical:
+    :meth:`~analysis.stats.Interval.text`), ``"an unmeasured multiple of their area share"`` without a value."""
+    if math.isnan(interval.estimate):
+        return f"an unmeasured multiple of {what}"
+    return f"{interval.text(fmt, unit='×')} {what}"
+
+
 def _verdict(interval: Interval, margin: float, above: bool = True, strict: bool = False) -> Verdict:
     """The rule's reading, with too few images counted as inconclusive (as the rules do)."""
     if interval.too_few or math.isnan(interval.estimate):
@@ -130,8 +139,8 @@ def attention_answer(model: str, enrichment: Interval, outlier_share: float,
                 "enrichment is not measured: there is nothing to compare. Only a model with outliers can answer.")
     total = min(1.0, outlier_share * enrichment.estimate)
     text = (f"In {_name(model)} the high-norm patches, {outlier_share:.2%} of all patches, receive "
-            f"{enrichment.text('.1f')} times their area share of the CLS token's attention, about {total:.0%} of it "
-            f"in all; against the rule's margin, {against(enrichment, margin, '.1f', unit='×')}. ")
+            f"{times(enrichment, 'their area share')} of the CLS token's attention, about {total:.0%} of "
+            f"it in all; against the rule's margin, {against(enrichment, margin, '.1f', unit='×')}. ")
     verdict = _verdict(enrichment, margin)
     if verdict is Verdict.REPRODUCED:
         return text + "The CLS token attends to them far more than their area would give them."
@@ -159,8 +168,8 @@ def attention_position_answer(matched: Interval, pinned: bool, has_outliers: boo
     if math.isnan(matched.estimate):
         return ("No grid position holds a high-norm patch in some images and a normal one in others, so the "
                 "position-matched ratio is not measured and the area-share enrichment alone decides.")
-    text = (f"At the same grid positions, high-norm patches draw {matched.text('.1f')} times the attention of normal "
-            f"patches; against the rule's margin, {against(matched, margin, '.1f', unit='×')}: ")
+    text = (f"At the same grid positions, high-norm patches draw {times(matched, 'the attention')} of "
+            f"normal patches; against the rule's margin, {against(matched, margin, '.1f', unit='×')}: ")
     verdict = _verdict(matched, margin)
     if verdict is Verdict.REPRODUCED:
         return text + "the attention follows the outliers, not their positions."
@@ -461,22 +470,22 @@ def register_norm_answer(register_ratio: Interval, plain_scale: float, random_we
     """Do the registers carry the high norm (``register_ratio``: median register / median patch norm in the
     register model; ``plain_scale``: the plain model's cutoff over its median)?"""
     if random_weights:
-        return (f"This run's pair has random weights: its registers have learnt nothing, so their norm "
-                f"({register_ratio.text('.1f')} times the median patch norm) says nothing about training, and the "
+        return (f"This run's pair has random weights: its registers have learnt nothing, so their median norm, "
+                f"{times(register_ratio, 'the median patch norm')}, says nothing about training, and the "
                 "verdict is *not testable*. The released pair (`-p models '[\"vit_small_patch14_dinov2.lvd142m\", "
                 "\"vit_small_patch14_reg4_dinov2.lvd142m\"]'`, with their weights) can answer.")
     if math.isnan(register_ratio.estimate):
         return "No register token was measured in this run: the second model has none."
     if not math.isfinite(plain_scale):
-        return (f"The registers' median norm is {register_ratio.text('.1f')} times the median patch norm, but the "
+        return (f"The registers' median norm is {times(register_ratio, 'the median patch norm')}, but the "
                 "plain model has no outlier cutoff to compare it with: not testable.")
     verdict = _verdict(register_ratio, plain_scale)
     word = {Verdict.REPRODUCED: "on the plain model's scale the registers would count as outliers: they carry the "
                                 "high norm",
             Verdict.NOT_REPRODUCED: "on the plain model's scale they would not count as outliers"}.get(
         verdict, "this run cannot tell")
-    return (f"The registers' median norm is {register_ratio.text('.1f')} times the median patch norm, and the plain "
-            f"model's cutoff {plain_scale:.1f} times its own; against that, "
+    return (f"The registers' median norm is {times(register_ratio, 'the median patch norm')}, and the "
+            f"plain model's cutoff {plain_scale:.1f} times its own; against that, "
             f"{against(register_ratio, plain_scale, '.1f', unit='×')}: {word}.")
 
 
@@ -507,15 +516,16 @@ def cleanup_answer(before: Interval, after: Interval, margin: float = claims.MAX
     patches over their area share, without and with the extra token)?"""
     if math.isnan(before.estimate):
         return "No held-out patch was high-norm before the move in this run: there is nothing to clean up."
-    text = (f"Before the move the CLS token gives the outlier patches {before.text('.1f')} times their area share "
-            f"({against(before, margin, '.1f', unit='×')}); with the register in place "
-            f"{after.text('.1f')} times ({against(after, margin, '.1f', above=False, unit='×')}). ")
+    area = "their area share"
+    text = (f"Before the move the CLS token gives the outlier patches {times(before, area)}; against the margin, "
+            f"{against(before, margin, '.1f', unit='×')}. With the register in place it gives them "
+            f"{times(after, area)}; against the margin, {against(after, margin, '.1f', above=False, unit='×')}. ")
     first = _verdict(before, margin)
     if first is Verdict.NOT_REPRODUCED:
         return text + "Attention was not concentrated on them before, so there was nothing to clean up."
     if first is Verdict.INCONCLUSIVE:
         return text + ("This run cannot tell whether attention was concentrated on them before, so it cannot say the "
-                       "map cleaned up (`-p n_images 16` gives more held-out images).")
+                       "map cleaned up (`-p n_images 20`, every shipped photo, or an image folder gives more held-out images).")
     then = _verdict(after, margin, above=False)
     if then is Verdict.REPRODUCED:
         return text + "The map cleans up: the former outliers get about their area share."

@@ -9,7 +9,8 @@
   class for the class probe) when ``make images`` has put it in ``data/imagenette``, else the shipped photos
   and digits.
 * ``ci`` – the real offline ViT-Ti/16 from ``../shared/weights`` plus explicitly random
-  twins for the families without weights; the shipped photos; minutes on 2 CPU cores.
+  twins for the families without weights; 8 shipped photos a page (16 on the test-time page, which holds half
+  of them out); minutes on 2 CPU cores.
 
 Each set maps a page id to the papermill parameters of that page's notebook.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .images import BUILTIN_PHOTOS, imagenette_available
+from .images import BUILTIN_PHOTOS, ORIGINAL_PHOTOS_SOURCE, imagenette_available
 from .models import CENSUS, OFFLINE_MODEL, ModelSpec, weights_available
 from .voc import voc_available, voc_folder
 
@@ -40,6 +41,12 @@ COMMON_PAPER = {**PAPER_IMAGES, "resolution": 448, "seed": 0, "threshold": 150.0
 #: Pages that draw their own (labelled or annotated) images take everything but the image sample.
 UNLABELLED_CI = {k: v for k, v in COMMON_CI.items() if k not in ("image_source", "n_images")}
 UNLABELLED_PAPER = {k: v for k, v in COMMON_PAPER.items() if k not in ("image_source", "n_images")}
+#: The test-time page chooses its units on half its images and judges them on the other half, and an interval needs
+#: :data:`analysis.stats.MIN_IMAGES` (8) images: 8 drawn would leave 4 held out, inconclusive by construction.
+CI_TEST_TIME_IMAGES = 16
+#: The validation page's twins were calibrated on the 12 photos the study shipped first: every set draws exactly
+#: those (:data:`analysis.images.ORIGINAL_PHOTOS_SOURCE`), so photos added to the shipped ones leave it unchanged.
+VALIDATION_IMAGES = {"image_source": ORIGINAL_PHOTOS_SOURCE, "n_images": 12}
 
 CI: dict[str, dict] = {
     "attention_maps": {
@@ -59,14 +66,14 @@ CI: dict[str, dict] = {
         "models": ["random:vit_small_patch14_dinov2.lvd142m", "random:vit_small_patch14_reg4_dinov2.lvd142m"],
     },
     "information_probes": {**UNLABELLED_CI, "model": TINY, "labelled_source": "digits", "per_class": 20},
-    "test_time_registers": {**COMMON_CI, "model": TINY},
+    "test_time_registers": {**COMMON_CI, "n_images": CI_TEST_TIME_IMAGES, "model": TINY},
     "object_discovery": {**UNLABELLED_CI, "models": [TINY, f"random:{TINY}"], "n_discovery": 16},
     "census": {**COMMON_CI, "models": ["available"], "controls": [f"random:{TINY}"]},
     "claims": {},
     "summary": {},
     "your_image": {**{k: v for k, v in COMMON_CI.items() if k not in ("image_source", "n_images")},
                    "image": "builtin:chelsea", "models": [TINY, f"random:{TINY}"]},
-    "validation": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, "n_images": 12},
+    "validation": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, **VALIDATION_IMAGES},
     "quality": {},
 }
 
@@ -116,7 +123,7 @@ PAPER: dict[str, dict] = {
                    "image": "builtin:chelsea",
                    "models": ["vit_base_patch16_224.dino", "vit_giant_patch14_dinov2.lvd142m",
                               "vit_giant_patch14_reg4_dinov2.lvd142m"]},
-    "validation": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, "n_images": 12},
+    "validation": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, **VALIDATION_IMAGES},
     "quality": {},
 }
 
@@ -150,7 +157,7 @@ LITE: dict[str, dict] = {
     "claims": {},
     "summary": {},
     "your_image": {**UNLABELLED_LITE, "image": "builtin:chelsea", "models": [DINO_B16, DINOV2_B14, DINOV2_B14_REG]},
-    "validation": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, "n_images": 12},
+    "validation": {**{k: v for k, v in COMMON_CI.items() if k != "threshold"}, **VALIDATION_IMAGES},
     "quality": {},
 }
 

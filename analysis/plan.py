@@ -145,7 +145,10 @@ class Sample:
             return f"{self.count} per class from {self.source}"
         if self.kind == "voc":
             return f"{self.count} annotated from {self.source or 'the planted set'}"
-        return f"{'all' if self.count is None else self.count} from {self.source}"
+        source = self.source
+        if source is not None and source.startswith("builtin:") and "," in source:  # a list of photos: count, not names
+            source = f"builtin ({len(source[8:].split(','))} named photos)"
+        return f"{'all' if self.count is None else self.count} from {source}"
 
     def images(self, seed: int = 0) -> int:
         """How many images the pass runs on (listed here when the source is on this machine)."""

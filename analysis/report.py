@@ -16,7 +16,7 @@ import math
 import os
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,19 @@ def headline_class(text: str) -> str:
     return "note"
 
 
+def measured_and_why(measured: str, reason: str) -> str:
+    """A claim's figure and reason, the figure said once: ``This run: {measured}. Why: {reason}.`` — but only
+    ``Why: {reason}.`` when the reason *is* the figure (``needs two checkpoints``), and only ``This run: {reason}.``
+    when the reason opens with the figure and goes on to say why (``onset 50% [50%, 58%] of 12 blocks (expanded
+    BCa …)``): the two labels never say the same words twice (issue 25)."""
+    measured, reason = measured.strip(), reason.strip()
+    if reason == measured or not measured:
+        return f"Why: {reason}."
+    if measured and reason.startswith(measured):
+        return f"This run: {reason}."
+    return f"This run: {measured}. Why: {reason}."
+
+
 def verdict_markdown(claims: list[Claim], controls: list[Control] = ()) -> str:
     """A MyST admonition: the page's headline, each claim with its kind, figure, interval and rule, the controls."""
     text = headline([c.verdict for c in claims])
@@ -69,7 +82,7 @@ def verdict_markdown(claims: list[Claim], controls: list[Control] = ()) -> str:
     for claim in claims:
         lines.append(
             f"- **{claim.verdict}** — *{claim.kind}*, {claim.model}: {claim.claim}  \n"
-            f"  Paper: {claim.paper}. This run: {claim.measured}. Why: {claim.reason}.  \n"
+            f"  Paper: {claim.paper}. {measured_and_why(claim.measured, claim.reason)}  \n"
             f"  Rule: {claim.rule}."
         )
     if not claims:
@@ -115,7 +128,7 @@ def figure_png(figure: plt.Figure, dpi: int = 110):
     return Image(data=buffer.getvalue(), format="png")
 
 
-def styled(table: pd.DataFrame, formats: dict[str, str] | None = None):
+def styled(table: pd.DataFrame, formats: dict[str, str | Callable[[float], str]] | None = None):
     """A table for the page: index hidden, numbers formatted (``{"share": "{:.2%}"}``), nan as "–",
     column names with spaces instead of underscores (so headers wrap between words)."""
     readable = table.rename(columns=lambda name: str(name).replace("_", " "))
@@ -124,7 +137,8 @@ def styled(table: pd.DataFrame, formats: dict[str, str] | None = None):
 
 
 #: How a column is shown, read from the words in its name (first match wins): shares as percentages,
-#: ratios with a times sign, cutoffs and largest norms as whole numbers, other norms and means with one decimal.
+#: ratios with a times sign, cutoffs and largest norms as whole numbers (an infinite cutoff as :data:`NO_CUTOFF`),
+#: other norms and means with one decimal.
 COLUMN_FORMATS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("share", "corloc", "fraction", "accuracy", "boxes", "onset"), "{:.2%}"),
     (("enrichment", "matched", "ratio"), "{:.1f}×"),
@@ -133,14 +147,28 @@ COLUMN_FORMATS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
-def column_format(name: str, dtype) -> str | None:
-    """The format of one column of :func:`table` (None: as pandas shows it)."""
+#: How a table shows an infinite cutoff: no separated high-norm mode, so no token is above it (the stored table
+#: keeps ``inf``; only the page's display says it in a word).
+NO_CUTOFF = "none"
+
+
+def cutoff_cell(fmt: str) -> Callable[[float], str]:
+    """A cell format for a cutoff column: ``fmt`` for a number, :data:`NO_CUTOFF` for ``inf`` (nan stays "–")."""
+    def shown(value) -> str:
+        return NO_CUTOFF if isinstance(value, (int, float)) and math.isinf(value) and value > 0 else fmt.format(value)
+
+    return shown
+
+
+def column_format(name: str, dtype) -> str | Callable[[float], str] | None:
+    """The format of one column of :func:`table` (None: as pandas shows it); a cutoff column's shows an infinite
+    cutoff as :data:`NO_CUTOFF`, never ``inf``."""
     if not pd.api.types.is_float_dtype(dtype):
         return None
     words = str(name).lower()
     for keys, fmt in COLUMN_FORMATS:
         if any(key in words for key in keys):
-            return fmt
+            return cutoff_cell(fmt) if "cutoff" in keys and "cutoff" in words else fmt
     return "{:.3g}"
 
 

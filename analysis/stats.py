@@ -166,23 +166,30 @@ class Interval:
         from a table keeps it only where the table kept the method)."""
         return self.method.startswith(EVERY_EQUAL)
 
-    def text(self, fmt: str = ".2f") -> str:
+    def text(self, fmt: str = ".2f", unit: str = "") -> str:
         """``0.64 [0.55, 0.71]`` (``fmt`` formats each number; ``%`` formats give percentages).
 
         Without an interval it says why in words, never ``[nan, nan]``: ``1.98% (too few images for an
         interval: 1 of 8 needed)``, ``0.40 (no interval: 60% of resamples undefined)``, ``not measured``.
         A zero-width interval of resamples that were all equal says so: ``6.25% [6.25%, 6.25%] (every resample
         equal)``.
+
+        ``unit`` (``"×"``) is written right after every number shown — the estimate and each end of the interval —
+        so that a sentence never has to glue it after the whole text, where it would follow a parenthetical:
+        ``19.7× [14.8×, 28.8×]``, ``19.7× (too few images for an interval: 4 of 8 needed)``, ``3.0× [3.0×, 3.0×]
+        (every resample equal)``; ``not measured`` has no number and takes no unit. A sentence reads the value as
+        a whole: "… is {text}", "draw {text} their area share", never "{text} times".
         """
         if math.isnan(self.estimate):
             return "not measured"
+        estimate = f"{self.estimate:{fmt}}{unit}"
         if self.too_few:
-            return f"{self.estimate:{fmt}} ({TOO_FEW_FOR_INTERVAL}: {self.n} of {self.min_images} needed)"
+            return f"{estimate} ({TOO_FEW_FOR_INTERVAL}: {self.n} of {self.min_images} needed)"
         if math.isnan(self.low) or math.isnan(self.high):
             why = f": {self.undefined_share:.0%} of resamples undefined" if self.undefined_share > 0 else ""
-            return f"{self.estimate:{fmt}} (no interval{why})"
+            return f"{estimate} (no interval{why})"
         equal = f" ({EVERY_EQUAL})" if self.every_resample_equal else ""
-        return f"{self.estimate:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}]{equal}"
+        return f"{estimate} [{self.low:{fmt}}{unit}, {self.high:{fmt}}{unit}]{equal}"
 
     @property
     def half_width(self) -> float:

@@ -24,7 +24,9 @@ carries planted truth, so it is not a control):
   :func:`~analysis.claims.judge_norm_in_registers` under the paper's pair names (:data:`PAIR_STAND_IN`).
 
 Three more rows are checks of a finding against a known answer (no rule): the share (its interval must reach
-the planted share and its estimate lie on it), pinned or not, and the onset block.
+the planted share and its estimate lie on it), pinned or not, and the onset block. Where the page itself cannot
+tell whether there are high-norm tokens (``has_outliers`` None), or the block before the onset it reads is
+undecided, the check is undecided too: the page states no share, position or exact onset to check.
 
 **Matches, misjudgements, undecided.** ``matches``: the verdict is the one the truth calls for.
 ``misjudged``: a definite verdict (reproduced / not reproduced) other than the truth's, or a definite verdict
@@ -84,12 +86,15 @@ def _row(twin: str, check: str, truth: str, expected: Verdict, judgement: claims
             "undecided": verdict not in DECISIVE and expected in DECISIVE}
 
 
-def _check(twin: str, check: str, truth: str, passed: bool, measured: str, interval: str = "—") -> dict:
-    """A check of a finding against a known answer: *reproduced* when it finds the truth, else *not reproduced*."""
-    verdict = Verdict.REPRODUCED if passed else Verdict.NOT_REPRODUCED
+def _check(twin: str, check: str, truth: str, passed: bool | None, measured: str, interval: str = "—") -> dict:
+    """A check of a finding against a known answer: *reproduced* when it finds the truth, else *not reproduced*;
+    *inconclusive* (``passed`` None) where the page itself cannot tell whether the model has high-norm tokens, so
+    it states no share, position or onset to check."""
+    verdict = (Verdict.INCONCLUSIVE if passed is None else Verdict.REPRODUCED if passed else Verdict.NOT_REPRODUCED)
     return {"family": twins.family_of(twin), "twin": twin, "check": check, "truth": truth,
             "expected": str(Verdict.REPRODUCED), "verdict": str(verdict), "interval": interval,
-            "measured": measured, "matches": passed, "misjudged": not passed, "undecided": False}
+            "measured": measured, "matches": passed is True, "misjudged": passed is False,
+            "undecided": passed is None}
 
 
 def expected_presence(truth: twins.Truth, claim_has: bool) -> Verdict:
@@ -152,7 +157,9 @@ def patch_checks(feats: Features, truth: twins.Truth, seed: int = 0) -> list[dic
                          expected_presence(truth, claim_has), judged, ".2%"))
     share_truth = (f"{truth.share:.2%} ({truth.share_with_between:.2%} with the between tokens)" if truth.has_outliers
                    else "0")
-    rows.append(_check(name, "share matches the planted share", share_truth, share_matches(truth, share),
+    # where the page cannot tell whether there are outliers it states no share, position or onset of them
+    told = lambda passed: None if _unknown(row.has_outliers) else passed  # noqa: E731
+    rows.append(_check(name, "share matches the planted share", share_truth, told(share_matches(truth, share)),
                        f"share {share.text('.2%')}", share.text(".2%")))
     # the pages' high-norm mask: above the page's cutoff
     norms = findings.patch_grid(feats, "norm")
@@ -160,7 +167,7 @@ def patch_checks(feats: Features, truth: twins.Truth, seed: int = 0) -> list[dic
     high = norms > cutoff.value
     positions = findings.position_stability(high)
     rows.append(_check(name, "pinned or not", "pinned" if truth.pinned else "moves with the image",
-                       positions["pinned"] == truth.pinned,
+                       told(positions["pinned"] == truth.pinned),
                        f"{'pinned' if positions['pinned'] else 'not pinned'} (most frequent position in "
                        f"{positions['max_position_share']:.0%} of the images)"))
     # layer_dependence
@@ -168,7 +175,8 @@ def patch_checks(feats: Features, truth: twins.Truth, seed: int = 0) -> list[dic
     table = findings.block_table(block_norms)
     onset = findings.onset_block(table.separated_mode.to_numpy())
     rows.append(_check(name, "onset block", f"block {truth.onset_block}" if truth.has_outliers else "none",
-                       onset == (truth.onset_block if truth.has_outliers else None),
+                       told(onset == (truth.onset_block if truth.has_outliers else None))
+                       if findings.onset_is_exact(table, onset) else None,
                        "none" if onset is None else f"block {onset}"))
     onset_relative = findings.onset_interval(block_norms, seed)
     onset_judgement = claims.judge_layer_onset(False, onset_relative, feats.depth, feats.provenance.model)
@@ -187,6 +195,11 @@ def patch_checks(feats: Features, truth: twins.Truth, seed: int = 0) -> list[dic
     if rows[-1]["interval"] == "—":
         rows[-1]["interval"] = _text(auc["matched"], ".2f")
     return rows
+
+
+def _unknown(has_outliers) -> bool:
+    """A table's ``has_outliers`` that says "cannot tell" (None, or nan once it has been through a frame)."""
+    return has_outliers is None or (isinstance(has_outliers, float) and math.isnan(has_outliers))
 
 
 def _with(row: pd.Series, **values) -> pd.Series:

@@ -10,7 +10,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from analysis import features, models  # noqa: E402
+from analysis import features, images, models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = models.OFFLINE_MODEL
@@ -30,6 +30,15 @@ def weights_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ci_book(weights_dir):
+    """The ci book, built once into _build (the browser test reads the same site); shared by every module that
+    reads the built book (tests/test_pages.py, tests/test_prose.py)."""
+    from analysis import run
+
+    return run.build_book("ci", run.ROOT / "_build", str(weights_dir))
+
+
+@pytest.fixture(scope="session")
 def tiny(weights_dir):
     """The real pretrained ViT-Ti/16 and its provenance."""
     return models.load_model(TINY, weights_dir=weights_dir, allow_hub=False)
@@ -37,9 +46,13 @@ def tiny(weights_dir):
 
 @pytest.fixture(scope="session")
 def tiny_features(weights_dir, tmp_path_factory):
-    """One cached pass of the real ViT-Ti over the 8 first shipped photos (seed 0)."""
+    """One cached pass of the real ViT-Ti over 8 of the 12 original shipped photos (seed 0).
+
+    The original 12 (:data:`analysis.images.ORIGINAL_PHOTOS_SOURCE`), not ``"builtin"``: the real-model values the
+    tests hold (tests/test_detector.py) were measured on this sample, which photos added later would reshuffle."""
     cache = tmp_path_factory.mktemp("cache")
-    return features.extract(TINY, features.RunOptions("builtin", 8, 224, weights_dir=weights_dir, cache_dir=cache, allow_hub=False, progress=False))
+    return features.extract(TINY, features.RunOptions(images.ORIGINAL_PHOTOS_SOURCE, 8, 224, weights_dir=weights_dir,
+                                                      cache_dir=cache, allow_hub=False, progress=False))
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +64,8 @@ def _offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
 
 
-#: Images of every twin pass in the tests: every shipped photo, as the validation page draws.
+#: Images of every twin pass in the tests: the 12 original shipped photos, as the validation page draws them.
+TWIN_SOURCE = images.ORIGINAL_PHOTOS_SOURCE
 TWIN_IMAGES = 12
 
 
@@ -65,15 +79,16 @@ def twin_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def twin_pass(weights_dir, twin_cache):
-    """``twin_pass(name)``: the cached pass of the registered twin ``name`` on its base network, the shipped photos."""
+    """``twin_pass(name)``: the cached pass of the registered twin ``name`` on its base network, the 12 original
+    shipped photos."""
     from analysis import twins
 
     passes = {}
 
     def run(name: str) -> features.Features:
         if name not in passes:
-            options = features.RunOptions("builtin", TWIN_IMAGES, 224, weights_dir=weights_dir, cache_dir=twin_cache,
-                                          allow_hub=False, progress=False)
+            options = features.RunOptions(TWIN_SOURCE, TWIN_IMAGES, 224, weights_dir=weights_dir,
+                                          cache_dir=twin_cache, allow_hub=False, progress=False)
             passes[name] = features.extract(twins.TWIN_BASES[name], options, plant=twins.TWINS[name])
         return passes[name]
 

@@ -190,7 +190,7 @@ ERRORS = {
     "fewer images than asked for": (fewer_images_than_asked, ImageError,
                                     r"^asked for 50 images, .*/photos holds 1 readable image\(s\)$"),
     "more than the shipped photos": (more_than_the_shipped_photos, ImageError,
-                                     r"^asked for 13 images, builtin holds 12 readable image\(s\)$"),
+                                     r"^asked for 21 images, builtin holds 20 readable image\(s\)$"),
     "nearly full disk": (nearly_full_disk, DiskFullError, DISK_FULL),
     "disk fills while writing": (disk_fills_while_writing, DiskFullError, DISK_FULL),
     "disk fills on a kept array": (disk_fills_on_a_kept_array, DiskFullError, DISK_FULL),

@@ -23,6 +23,82 @@ def test_builtin_photos_are_real_and_ordered():
     assert picture.mode == "RGB" and picture.size == (451, 300)
 
 
+#: Every shipped photo's (width, height) as loaded, read off the packages' files; the last 8 are grayscale.
+SHIPPED_SIZES = {
+    "astronaut": (512, 512), "chelsea": (451, 300), "coffee": (600, 400), "rocket": (640, 427),
+    "motorcycle": (741, 500), "grace_hopper": (512, 600), "china": (640, 427), "flower": (640, 427),
+    "hubble": (1000, 872), "retina": (1411, 1411), "immunohistochemistry": (512, 512), "camera": (512, 512),
+    "blurred_clock": (400, 300), "greek_coins": (384, 303), "moon_surface": (512, 512), "handwriting": (448, 172),
+    "brick_wall": (512, 512), "grass": (512, 512), "gravel": (512, 512), "floating_cell": (550, 660),
+}
+GRAYSCALE = {"camera", "blurred_clock", "greek_coins", "moon_surface", "handwriting", "brick_wall", "grass", "gravel",
+             "floating_cell"}
+
+
+def test_every_shipped_photo_loads_offline_as_8_bit_rgb_of_its_size(monkeypatch):
+    """Each photo is read from a file inside an installed wheel: with the network cut, none may try a download
+    (most of ``skimage.data`` is fetched by pooch on first use)."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a shipped photo tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    records = images.list_images("builtin")
+    assert [r.image_id for r in records] == list(SHIPPED_SIZES)
+    for record in records:
+        array = np.asarray(record.load())
+        width, height = SHIPPED_SIZES[record.image_id]
+        assert array.dtype == np.uint8 and array.shape == (height, width, 3), record.image_id
+        assert array.std() > 10, record.image_id  # a picture, not a flat field
+        gray = bool(np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 1], array[..., 2]))
+        assert gray == (record.image_id in GRAYSCALE), record.image_id
+        assert record.notes == ([f"builtin:{record.image_id}: L image converted to RGB"] if gray else [])
+
+
+def test_named_shipped_photos_come_in_the_order_named_and_unknown_names_fail_in_one_line():
+    assert [r.image_id for r in images.list_images("builtin:grass,chelsea")] == ["grass", "chelsea"]
+    assert [r.origin for r in images.list_images("builtin:chelsea")] == ["builtin:chelsea"]
+    unknown = r"^no shipped photo 'kitten', 'puppy'; choose from: astronaut, "
+    with pytest.raises(images.ImageError, match=unknown) as error:
+        images.list_images("builtin:chelsea,kitten,puppy")
+    assert "\n" not in str(error.value)
+    with pytest.raises(images.ImageError, match=r"^shipped photo named twice in 'builtin:grass,grass'$"):
+        images.list_images("builtin:grass,grass")
+    with pytest.raises(images.ImageError, match=r"^no shipped photo ''"):
+        images.list_images("builtin:chelsea,")
+    assert images.describe_sample(images.list_images("builtin:grass,chelsea"), "builtin:grass,chelsea") \
+        == "2 images from builtin"
+
+
+def test_the_original_photos_keep_the_samples_drawn_before_photos_were_added():
+    """The validation page's twins and the tests' real-ViT-Ti values were measured on the 12 photos shipped first:
+    drawn from :data:`images.ORIGINAL_PHOTOS_SOURCE` they are the same images, in the same order, as ``"builtin"``
+    gave when it held only those (all 12; 8 with seed 0 were these)."""
+    from analysis import params
+
+    original = images.list_images(images.ORIGINAL_PHOTOS_SOURCE)
+    assert [r.image_id for r in original] == [r.image_id for r in images.list_images("builtin")[:12]]
+    assert images.readable_sample(original, 12, 0).records == original
+    assert [r.image_id for r in images.readable_sample(original, 8, 0).records] == [
+        "chelsea", "coffee", "rocket", "grace_hopper", "flower", "hubble", "retina", "immunohistochemistry"]
+    for parameter_set in params.SETS.values():
+        validation = parameter_set["validation"]
+        assert (validation["image_source"], validation["n_images"]) == (images.ORIGINAL_PHOTOS_SOURCE, 12)
+
+
+def test_the_ci_test_time_page_draws_enough_to_hold_out_an_interval_s_worth():
+    """The test-time page judges its units on the half of its images it did not choose them on, and an interval
+    needs :data:`analysis.stats.MIN_IMAGES`; the other ci pages keep 8."""
+    from analysis import params, probes, stats
+
+    ci = params.CI["test_time_registers"]
+    chosen_on, held_out = probes.split_images(ci["n_images"], ci["seed"])
+    assert len(held_out) >= stats.MIN_IMAGES and ci["n_images"] <= len(images.BUILTIN_PHOTOS)
+    assert params.CI["norm_histogram"]["n_images"] == 8
+
+
 def test_seeded_sampling_is_deterministic_and_keeps_source_order():
     records = images.list_images("builtin")
 
@@ -174,12 +250,12 @@ def test_a_folder_with_class_subfolders_is_sampled_per_class(tmp_path):
 
 def test_a_sample_is_never_smaller_than_asked_for(tmp_path):
     shipped = images.list_images("builtin")
-    assert len(shipped) == 12  # the pages ask for up to 12 of them
-    for n in (1, 8, 12, None):
+    assert len(shipped) == 20  # the ci pages ask for up to 16 of them
+    for n in (1, 8, 12, 16, None):
         sample = images.readable_sample(shipped, n, seed=0)
-        assert len(sample.records) == (n or 12) and not sample.skipped
-    with pytest.raises(images.ImageError, match=r"^asked for 13 images, builtin holds 12 readable image\(s\)$"):
-        images.readable_sample(shipped, 13)
+        assert len(sample.records) == (n or 20) and not sample.skipped
+    with pytest.raises(images.ImageError, match=r"^asked for 21 images, builtin holds 20 readable image\(s\)$"):
+        images.readable_sample(shipped, 21)
     save(tmp_path / "a.png", np.zeros((32, 32, 3), np.uint8))
     (tmp_path / "b.png").write_bytes(b"")
     with pytest.raises(images.ImageError, match=rf"^asked for 3 images, {re.escape(str(tmp_path))} holds 1 readable image\(s\); "

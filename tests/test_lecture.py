@@ -212,7 +212,8 @@ def test_reading_an_interval_against_a_margin_in_each_state():
 
 def test_attention_answers():
     concentrated = lecture.attention_answer(TINY, interval(21.4, 14.8, 28.8), 0.0198)
-    assert "1.98%" in concentrated and "21.4 [14.8, 28.8]" in concentrated and "far more" in concentrated
+    assert "1.98%" in concentrated and "far more" in concentrated
+    assert "21.4× [14.8×, 28.8×] their area share" in concentrated  # the unit on each number, not after the text
     assert "cannot say" in lecture.attention_answer(TINY, interval(2.5, 1.1, 3.9), 0.02)
     assert "does not single them out" in lecture.attention_answer(TINY, interval(1.1, 0.9, 1.3), 0.02)
     assert "cannot say" in lecture.attention_answer(TINY, FEW, 0.02) and "too few images" in \
@@ -381,6 +382,35 @@ def test_test_time_answers():
     assert "cannot tell whether the map" in lecture.cleanup_answer(interval(20, 15, 25), interval(2, 1, 3))
     assert "nothing to clean up" in lecture.cleanup_answer(interval(1.0, 0.8, 1.2), interval(1.0, 0.8, 1.2))
     assert "nothing to clean up" in lecture.cleanup_answer(NOT_MEASURED, NOT_MEASURED)
+
+
+
+#: An interval in each state a run can leave it in: a value with its interval, every resample equal, too few images,
+#: not measured.
+STATES = [interval(19.7, 14.8, 28.8), Interval(3.0, 3.0, 3.0, 8, "every resample equal (zero width)"),
+          too_few(19.7, 4), NOT_MEASURED]
+
+
+def test_a_multiple_puts_its_unit_on_the_number():
+    assert lecture.times(interval(19.7, 14.8, 28.8), "their area share") == "19.7× [14.8×, 28.8×] their area share"
+    assert lecture.times(FEW, "their area share") == \
+        "19.7× (too few images for an interval: 4 of 8 needed) their area share"
+    assert lecture.times(NOT_MEASURED, "their area share") == "an unmeasured multiple of their area share"
+
+
+@pytest.mark.parametrize("state", STATES, ids=["interval", "every equal", "too few", "not measured"])
+def test_multiples_in_the_answers_read_well_in_each_state(state):
+    """No answer glues "×" or "times" after an interval's text, where it followed "(too few images … needed)"
+    (issue 25): the pages' prose check finds nothing in any state."""
+    from analysis import prose
+
+    answers = [lecture.attention_answer(TINY, state, 0.02), lecture.attention_position_answer(state, False, True),
+               lecture.attention_position_answer(state, True, True), lecture.register_norm_answer(state, 5.0, False),
+               lecture.register_norm_answer(state, 5.0, True), lecture.register_norm_answer(state, math.inf, False),
+               lecture.cleanup_answer(state, state), lecture.cleanup_answer(interval(20, 15, 25), state)]
+    for text in answers:
+        assert prose.find_problems(text) == [], text
+        assert ") times" not in text and ")×" not in text and "not measured×" not in text, text
 
 
 def test_discovery_answers():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import metrics
+from analysis import metrics, mixture
 
 
 def test_high_norm_share_is_strictly_above_threshold():
@@ -37,13 +37,23 @@ def test_adaptive_threshold_recovers_planted_outliers():
     assert norms[~np.isin(np.arange(norms.size), outliers)].max() < fit.threshold < norms[outliers].min()
 
 
-def test_adaptive_threshold_finds_four_outliers_in_one_image():
-    """One image of a ViT-Ti: 192 patches at 13-27 and 4 corner outliers at 290-500."""
+def test_adaptive_threshold_finds_four_outliers_in_one_image_and_in_eight():
+    """One image of a ViT-Ti: 192 patches at 13-27 and 4 corner outliers at 290-500. Four tokens stand apart: the
+    dip alone cannot call them a mode (undecided, candidate in the gap); the mixture finds two components, but over a
+    flat bulk their dip stays under MIN_UNDECIDED_DIP, so the answer stays undecided, saying why. Eight such images
+    are a mode by the dip alone, cut in the gap."""
     rng = np.random.default_rng(4)
     norms = np.concatenate([rng.uniform(13, 27, 192), [290.0, 380.0, 469.0, 500.0]])
+    alone = metrics.dip_threshold(norms)
+    assert not alone.bimodal and alone.undecided and alone.threshold == float("inf")
+    assert 27 < alone.candidate < 290 and alone.upper_count == 4 and "too few tokens" in alone.reason
     fit = metrics.adaptive_threshold(norms)
+    assert mixture.mixture_threshold(norms).bimodal and fit.dip < metrics.MIN_UNDECIDED_DIP
+    assert fit.undecided and not fit.bimodal and "no dip" in fit.reason and "two components fit" in fit.reason
+    eight = np.concatenate([rng.uniform(13, 27, (8, 192)), rng.uniform(290, 500, (8, 4))], axis=1)
+    fit = metrics.dip_threshold(eight)
     assert fit.bimodal and 27 < fit.threshold < 290
-    assert metrics.high_norm_fraction(norms, fit.threshold) == pytest.approx(4 / 196)
+    assert metrics.high_norm_fraction(eight, fit.threshold) == pytest.approx(4 / 196)
 
 
 def test_adaptive_threshold_finds_nothing_in_a_unimodal_distribution():
@@ -95,3 +105,32 @@ def test_separation_auc_perfect_and_undefined():
     assert metrics.separation_auc(scores, np.array([0, 0, 1, 1])) == 1.0
     assert math.isnan(metrics.separation_auc(scores, np.zeros(4)))
 
+
+
+def test_high_norm_share_takes_any_positive_threshold_and_an_empty_array():
+    assert metrics.high_norm_fraction(np.array([0.2, 0.6, 0.9, 1.5]), 0.5) == 0.75
+    assert metrics.high_norm_fraction(np.array([]), 150) == 0.0
+
+
+def test_attention_share_normalises_by_the_total_and_is_zero_without_attention():
+    assert metrics.attention_share(np.array([1, 3]), np.array([True, False])) == pytest.approx(0.25)
+    assert metrics.attention_share(np.zeros(3), np.array([True, False, True])) == 0.0
+
+
+def test_neighbour_cosine_is_the_mean_over_the_existing_grid_neighbours():
+    """Against the definition written out, on grids of 3 and more rows (every patch type: corner, edge, inside)."""
+    grid = torch.randn(2, 4, 5, 8)
+    unit = torch.nn.functional.normalize(grid, dim=-1)
+    expected = torch.zeros(2, 4, 5)
+    for i in range(4):
+        for j in range(5):
+            around = [(i + di, j + dj) for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)) if 0 <= i + di < 4 and 0 <= j + dj < 5]
+            expected[:, i, j] = torch.stack([(unit[:, i, j] * unit[:, a, b]).sum(-1) for a, b in around]).mean(0)
+    assert torch.allclose(metrics.neighbour_cosine(grid), expected, atol=1e-6)
+    single = metrics.neighbour_cosine(torch.randn(1, 1, 1, 4))  # no neighbour at all: 0, not a division by zero
+    assert single.tolist() == [[[0.0]]]
+
+
+def test_separation_auc_is_undefined_with_only_positives():
+    assert math.isnan(metrics.separation_auc(np.array([0.1, 0.2]), np.ones(2)))
+    assert metrics.separation_auc(np.array([0.1, 0.9, 0.4]), np.array([0, 1, 0])) == 1.0

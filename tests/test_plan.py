@@ -46,8 +46,12 @@ def test_passes_shared_by_pages_appear_once(ci_plan):
               and p.kind == "features"]
     assert len(shared) == 1  # one cache entry for every page on ViT-Ti, 8 shipped photos, 224 px
     assert {"attention_maps", "norm_histogram", "layer_dependence", "training_time", "redundancy",
-            "test_time_registers", "census"} <= set(shared[0].pages)
+            "census"} <= set(shared[0].pages)
     assert list(shared[0].pages) == [p for p in toc_pages() if p in shared[0].pages]  # in _toc.yml order
+    # the test-time page holds half its images out and an interval needs 8 of them: it draws 16, a pass of its own
+    test_time = [p for p in ci_plan.passes if p.kind == "features" and "test_time_registers" in p.pages]
+    assert [p.sample for p in test_time] == [plan.Sample("source", "builtin", 16)] and test_time[0].spec == TINY
+    assert test_time[0].pages == ("test_time_registers",)
 
 
 def test_each_page_asks_for_what_its_notebook_calls(ci_plan):
@@ -62,7 +66,8 @@ def test_each_page_asks_for_what_its_notebook_calls(ci_plan):
     assert all(p.spec == TINY for p in moved)  # a random control's pass is never moved
     twins = plan.page_parameters("ci", "validation")["twin_names"]  # the page's own list of twins
     assert len(twins) >= 7 and {p.plant for p in by_page["validation"]} == set(twins)
-    assert all(p.sample.count == 12 for p in by_page["validation"])
+    assert all(p.sample == plan.Sample("source", images.ORIGINAL_PHOTOS_SOURCE, 12) for p in by_page["validation"])
+    assert by_page["validation"][0].sample.describe() == "12 from builtin (12 named photos)"
     assert [p.sample.source for p in by_page["your_image"]] == ["builtin:chelsea"] * 2
     assert by_page["claims"] == by_page["summary"] == by_page["quality"] == []
 

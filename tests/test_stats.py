@@ -70,6 +70,27 @@ def test_an_interval_without_ends_is_said_in_words(interval, fmt, text):
     assert interval.text(fmt) == text and "nan" not in interval.text(fmt)
 
 
+
+@pytest.mark.parametrize("interval, text", [
+    (Interval(19.7, 14.8, 28.8, 8), "19.7× [14.8×, 28.8×]"),  # a value with its interval: the unit on every number
+    (Interval(3.0, 3.0, 3.0, 8, f"{stats.EVERY_EQUAL} (zero width, bootstrap over images)"),
+     "3.0× [3.0×, 3.0×] (every resample equal)"),
+    (stats.too_few(19.7, 4), "19.7× (too few images for an interval: 4 of 8 needed)"),  # the unit before the why
+    (Interval(0.4, math.nan, math.nan, 8, "not measured", 0.6), "0.4× (no interval: 60% of resamples undefined)"),
+    (Interval(math.nan, math.nan, math.nan, 0), "not measured"),  # no number, no unit
+    (stats.NOT_MEASURED, "not measured"),
+])
+def test_a_unit_follows_each_number_never_the_parenthetical(interval, text):
+    """``text(fmt, unit)`` puts the unit right after the estimate and each end: a sentence that glued "×" or
+    "times" after the whole text put it after "(too few images … needed)" (issue 25)."""
+    from analysis import prose
+
+    assert interval.text(".1f", unit="×") == text
+    assert interval.text(".1f", "×") == text  # positional too
+    assert prose.find_problems(f"The CLS attention on them, over their area share, is {text}.") == []
+    assert not interval.text(".1f", unit="×").endswith(")×")
+
+
 def test_constant_statistic_gives_a_marked_zero_width_interval():
     pinned = np.zeros((MIN_IMAGES, 64), dtype=bool)
     pinned[:, [0, 7, 56, 63]] = True  # outliers at the same four positions in every image

@@ -11,7 +11,7 @@ import torch
 from analysis import features, findings, hooks, images, models, twins
 
 TINY = models.OFFLINE_MODEL
-from conftest import TWIN_IMAGES as N_IMAGES  # noqa: E402  (every shipped photo, as the validation page)
+from conftest import TWIN_IMAGES as N_IMAGES, TWIN_SOURCE  # noqa: E402  (the 12 original photos, as validation)
 LAST = 11
 
 
@@ -24,7 +24,7 @@ def twin(twin_pass):
 @pytest.fixture(scope="session")
 def plain_tiny(weights_dir, twin_cache):
     """The real ViT-Ti without a plant, on the same 12 photos."""
-    options = features.RunOptions("builtin", N_IMAGES, 224, weights_dir=weights_dir, cache_dir=twin_cache,
+    options = features.RunOptions(TWIN_SOURCE, N_IMAGES, 224, weights_dir=weights_dir, cache_dir=twin_cache,
                                   allow_hub=False, progress=False)
     return features.extract(TINY, options)
 

@@ -122,19 +122,12 @@ def test_the_redundancy_check_reads_the_pages_has_outliers(twin_pass, monkeypatc
     assert seen["args"][0] is False and seen["args"][1] == seen["has"]
 
 
-#: Twins some rule still misjudges with the present detector (metrics.adaptive_threshold): at 12 images of 196
-#: patches it misses a 3-11x mode that is sparse (0.2-0.5 %), or sits behind a thin tail of tokens at 1.8-2.7x the
-#: median, and reads "no mode": the presence rule then says "has none". Kept as strict expected failures so the page
-#: and the tests show them (issue 24 stays open): a twin that stops being misjudged fails here until removed.
-KNOWN_MISJUDGED = {
-    "dev-random": "the 5 % random-position mode is missed in some resamples: share interval reaches 0",
-    "dev-early": "an onset at block 1 is read later: the early, still-narrow mode is not separated",
-    "dev-no-shoulder": "the wide 3.3-11x mode is missed at 12 images",
-    "held-redundant-near": "a 1 %, 3-5x mode behind a 0.8 % tail at 1.8-2.7x is missed",
-    "held-random-high": "the over-dispersed 3 % mode is lost in resamples: share interval reaches 0",
-    "held-sparse": "a 0.2 % mode (half the images empty) is missed at 12 images",
-    "held-late-middle": "an onset at block 8 is read where the mode first separates, not at the 3x line",
-}
+#: Twins some rule still misjudges with the present detector (metrics.adaptive_threshold): none. The previous
+#: (mixture-only) detector misjudged 7 (a sparse or widened mode read as "no mode", resamples losing a mode, onsets
+#: read late); the present one reads a mixture mode only with a density dip, says "undecided" where it cannot tell,
+#: and "has none" needs no share above the paper's 3x line either (claims.has_outliers). A twin that some rule
+#: misjudges again goes here, as a strict expected failure the page shows, with the reason.
+KNOWN_MISJUDGED: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [
