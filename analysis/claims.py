@@ -65,7 +65,7 @@ class ClaimText:
 #: Every claim the study judges, keyed by the rule that judges it. A rule may refine ``paper`` per model.
 CLAIMS: dict[str, ClaimText] = {
     "outliers": ClaimText("norm_histogram", Kind.PAPER, "has a few high-norm output tokens (or none, as stated)",
-                          "per model, see the table of named models"),
+                          "DINOv2, DeiT-III and OpenCLIP have them, DINO has none (Fig. 3); other models: not stated"),
     "attention": ClaimText("attention_maps", Kind.MECHANISM,
                            "last-layer CLS attention concentrates on the high-norm patches",
                            "bright background spots in the attention maps are the high-norm tokens (Fig. 2, 5)"),

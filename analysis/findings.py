@@ -253,8 +253,11 @@ MIN_PER_POSITION = 1
 #: it) is 1 pair, however many outliers it is ranked against.
 MIN_MATCHED_PAIRS = 10
 #: A comparison of two token kinds pooled over images (the probes' normal vs high-norm gaps) needs at least this
-#: many tokens of each kind.
+#: many tokens of each kind ...
 MIN_KIND_TOKENS = 10
+#: ... and high-norm tokens in at least this many images: ten outliers of one image are one image's answer, and a
+#: bootstrap over images cannot make an interval of it.
+MIN_OUTLIER_IMAGES = 4
 #: How an interval that its minimum counts leave unmeasured starts its ``method`` (the reason follows).
 NOT_MEASURABLE = "not measurable"
 
@@ -300,13 +303,18 @@ def not_measurable(n: int, reason: str) -> Interval:
 
 def kind_counts_reason(high: np.ndarray) -> str | None:
     """Why a comparison of high-norm against normal tokens in the ``(B, ...)`` mask ``high`` is not measurable
-    (fewer than :data:`MIN_KIND_TOKENS` of a kind), or None when it is."""
+    (fewer than :data:`MIN_KIND_TOKENS` of a kind, or high-norm tokens in fewer than :data:`MIN_OUTLIER_IMAGES`
+    images), or None when it is."""
     high = np.asarray(high, dtype=bool)
     outliers, normals = int(high.sum()), int((~high).sum())
-    if min(outliers, normals) >= MIN_KIND_TOKENS:
-        return None
-    return (f"{NOT_MEASURABLE}: {outliers} high-norm and {normals} normal tokens ({MIN_KIND_TOKENS} of each "
-            "needed)")
+    if min(outliers, normals) < MIN_KIND_TOKENS:
+        return (f"{NOT_MEASURABLE}: {outliers} high-norm and {normals} normal tokens ({MIN_KIND_TOKENS} of each "
+                "needed)")
+    images = int(high.reshape(high.shape[0], -1).any(1).sum()) if high.ndim else 0
+    if images < MIN_OUTLIER_IMAGES:
+        return (f"{NOT_MEASURABLE}: the {outliers} high-norm tokens lie in {images} image{'s' if images != 1 else ''} "
+                f"({MIN_OUTLIER_IMAGES} needed)")
+    return None
 
 
 def matched_attention_ratio(attention: np.ndarray, high: np.ndarray) -> float:

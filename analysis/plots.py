@@ -69,6 +69,8 @@ def short_name(spec: str) -> str:
 INTERVAL = f"{CONFIDENCE * 100:.0f} % interval over images"
 #: The words under a share axis whose bars carry that interval.
 ERROR_BARS = f"error bars: {INTERVAL}"
+#: Characters of a slide panel's verdict line before it wraps (half the slide's width at the title's size).
+SLIDE_TITLE_WIDTH = 44
 #: Colour-bar labels, with units: one shared scale per quantity wherever panels are compared.
 NORM_LABEL = "token norm (L2, last block, before final LayerNorm)"
 ATTENTION_LABEL = "CLS attention (share of the row, log scale)"
@@ -461,6 +463,9 @@ def _probe_bars(axes, table: pd.DataFrame) -> None:
                         color="0.35")
         ax.set_xlabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=3))
+        if np.isnan(values).all():  # nothing measured: a plain axis from 0, not ticks crowded around it
+            ax.set_xlim(0, 1)
+            ax.set_xticks([0])
         ax.set_ylim(len(tokens) - 0.5, -0.5)
     axes[0].set_ylabel("token")
 
@@ -601,8 +606,15 @@ def _register_bars(ax: plt.Axes, registers: pd.DataFrame) -> list:
             capsize=4)
     _percent_axis(ax, high, values)
     ax.invert_yaxis()
-    ax.set_xlabel(f"high-norm output patch tokens (%)\n{ERROR_BARS}")
+    ax.set_xlabel(f"high-norm output patch\ntokens (%)\n{textwrap.fill(ERROR_BARS, 24)}")
     return _colour_handles(registers.random_weights)
+
+
+def _wrap_list(text: str, width: int) -> str:
+    """``text`` wrapped at ``width`` characters between the items of its comma-separated list, never inside one
+    ("1 not testable" stays on one line); later lines indented by two spaces."""
+    unbroken = ", ".join(item.replace(" ", "\xa0") for item in text.split(", "))  # textwrap breaks at ASCII spaces only
+    return textwrap.fill(unbroken, width, subsequent_indent="  ").replace("\xa0", " ")
 
 
 def summary_slide(data: SlideData) -> plt.Figure:
@@ -615,7 +627,8 @@ def summary_slide(data: SlideData) -> plt.Figure:
     rows = fig.subfigures(3, 1, height_ratios=[1, 1, 0.85], hspace=0.03)
     cells = [*rows[0].subfigures(1, 2, wspace=0.04), *rows[1].subfigures(1, 2, wspace=0.04), rows[2]]
     for cell, (key, title, page) in zip(cells, SLIDE_PANELS):
-        verdict = f"\nverdict: {data.headlines[page]}" if page in data.headlines else ""
+        # a long verdict line wraps inside its half of the slide instead of running into the next title
+        verdict = "\n" + _wrap_list(f"verdict: {data.headlines[page]}", SLIDE_TITLE_WIDTH) if page in data.headlines else ""
         cell.suptitle(f"{key}. {title}{verdict}", x=0.02, ha="left", fontsize=14)
     a, b, c, d, e = cells
 
@@ -632,8 +645,10 @@ def summary_slide(data: SlideData) -> plt.Figure:
     if data.depth is None or data.depth.empty:
         _no_data(ax, "no results: run the layer_dependence page")
     else:
-        b.legend(handles=_depth_norms(ax, data.depth, data.onset), loc="outside lower center", ncol=2,
-                 frameon=False, fontsize=10)
+        handles = _depth_norms(ax, data.depth, data.onset)
+        for handle in handles:  # two legend columns in half a slide: wrap the long labels
+            handle.set_label(textwrap.fill(handle.get_label(), 20))
+        b.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=10)
 
     axes = c.subplots(1, 3, sharey=True)
     for ax in axes:

@@ -182,3 +182,16 @@ def test_kind_gap_needs_enough_tokens_of_each_kind():
                                                      "needed)")
     high[9, 0] = True
     assert not np.isnan(findings.kind_gap(values, high).estimate)
+
+
+def test_kind_gap_needs_high_norm_tokens_in_several_images():
+    """Ten outliers from one image are one image's answer: not measurable, however many tokens."""
+    rng = np.random.default_rng(7)
+    values = rng.normal(0, 1, (12, 50))
+    high = np.zeros((12, 50), bool)
+    high[:3, :10] = True  # 30 high-norm tokens in 3 images
+    gap = findings.kind_gap(values, high)
+    assert np.isnan(gap.estimate) and gap.method == ("not measurable: the 30 high-norm tokens lie in 3 images (4 "
+                                                     "needed)")
+    high[3, 0] = True  # a fourth image
+    assert not np.isnan(findings.kind_gap(values, high).estimate)

@@ -288,3 +288,35 @@ def test_slide_says_which_page_has_no_results(tmp_path):
     assert data.registers is None
     registers, = slide_axes(plots.summary_slide(data), "d")
     assert [t.get_text() for t in registers.texts] == ["no results: run the registers page"]
+
+
+def test_slide_verdict_lines_wrap_between_items_and_titles_do_not_collide(tmp_path):
+    """A long verdict line (the lite book's norm histogram) wraps between its list items inside its half of the
+    slide: the titles of panels a and b, side by side, do not overlap, and every title stays inside the figure."""
+    assert plots._wrap_list("verdict: 1 not reproduced, 3 inconclusive, 1 not testable", 44) == (
+        "verdict: 1 not reproduced, 3 inconclusive,\n  1 not testable")
+    assert plots._wrap_list("verdict: reproduced", 44) == "verdict: reproduced"
+    write_results(tmp_path)
+    data = slide.read(tmp_path)
+    long = "1 not reproduced, 3 inconclusive, 1 not testable"
+    data.headlines.update({"norm_histogram": long, "layer_dependence": long})
+    fig = plots.summary_slide(data)
+    renderer = drawn(fig)
+    a, b = (sub._suptitle for sub in fig.subfigs[0].subfigs)
+    box_a, box_b = a.get_window_extent(renderer), b.get_window_extent(renderer)
+    assert not box_a.overlaps(box_b) and "\n  1 not testable" in a.get_text()
+    figure_box = fig.bbox
+    for sub in [*fig.subfigs[0].subfigs, *fig.subfigs[1].subfigs]:
+        box = sub._suptitle.get_window_extent(renderer)
+        assert figure_box.x0 - 1 <= box.x0 and box.x1 <= figure_box.x1 + 1
+
+
+def test_a_probe_panel_without_values_has_one_plain_tick():
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame({"probe": ["class accuracy"] * 2, "token": ["normal", "high-norm"], "value": [np.nan] * 2,
+                          "low": [np.nan] * 2, "high": [np.nan] * 2})
+    fig, axes = plt.subplots(1, 3, sharey=True)
+    plots._probe_bars(axes, table)
+    drawn(fig)
+    assert [t.get_text() for t in drawn_tick_labels(axes[2].xaxis)] == ["0"]
