@@ -348,37 +348,51 @@ def control(model: str, bimodal: bool, outlier_share: float) -> Control:
 MAX_OUTLIER_SHARE = 0.10
 
 
-#: The paper's outliers lie 3-11x above the median norm (DINOv2 ViT-g: median about 50, outliers above 150). Where no
-#: separated mode is found, tokens above this many medians in a share whose interval lies wholly above 0 keep a run
-#: from saying "has none": tokens at the paper's own line are there in every resample, without a mode that tells
-#: them from a tail. Fixed from the paper's numbers, not fitted on twins or models.
+#: The paper's outliers lie 3-11x above the median norm (DINOv2 ViT-g: median about 50, outliers above 150). The
+#: share of tokens above this many times their own image's median (:func:`analysis.findings.paper_line_share`) is
+#: read beside the detector: where no mode is found, tokens at the line in a share that matters keep a run from
+#: saying "has none"; where a mode is found, its tokens must reach the line for "has outliers". Fixed from the
+#: paper's numbers, not fitted on twins or models.
 PAPER_MEDIAN_LINE = 3.0
+#: A share above the line matters when its interval lies above this: the detector's "too small to matter"
+#: (metrics.MIN_UPPER_SHARE, 0.1 %), fixed in advance. Above 0 alone, three stray tokens in 100 images of a heavy
+#: but unimodal bulk would make "has none" unreachable, more so the more images a run has.
+LINE_MIN_SHARE = 1e-3
 
 
 def has_outliers(bimodal: bool, share: Interval, undecided: bool = False, line_share: Interval | None = None
                  ) -> bool | None:
-    """Does the run show high-norm tokens? True: a separated high-norm mode whose share interval lies wholly above 0.
-    False: no mode, and (when ``line_share`` is given) the share above :data:`PAPER_MEDIAN_LINE` times the median is
-    not above 0 in every resample. None, undecided: the detector could not decide (``undecided``: a group stands
-    apart with too few tokens to call a mode), a mode whose interval reaches 0 or could not be computed (too few
-    images), or no mode while tokens at the paper's line are consistently there."""
+    """Does the run show high-norm tokens? True: a separated high-norm mode whose share interval lies wholly above 0
+    (and, given ``line_share``, tokens above the paper's line in a share that matters). False: no mode, and no such
+    share above the line. None, undecided: the detector could not decide (``undecided``), a mode whose interval
+    reaches 0 or could not be computed (too few images), a mode whose tokens do not reach the line, or no mode while
+    tokens at the line matter (or too few images to tell whether they do)."""
     if undecided:
         return None
     if not bimodal:
-        return None if _above_zero(line_share) else False
-    if share.low > 0:
+        return None if _line_blocks_none(line_share) else False
+    if share.low > 0 and _line_supports_mode(line_share):
         return True
     return None
 
 
-def _above_zero(interval: Interval | None) -> bool:
-    """An interval (when there is one) wholly above 0."""
-    return interval is not None and interval.low > 0
+def _line_blocks_none(line_share: Interval | None) -> bool:
+    """Tokens above the paper's line keep "has none" from being said: their share interval lies above
+    :data:`LINE_MIN_SHARE`, or there are some and too few images to bound them (nan ends)."""
+    if line_share is None or line_share.estimate == 0:
+        return False
+    return not line_share.low <= LINE_MIN_SHARE  # nan ends: cannot tell, so no "none"
+
+
+def _line_supports_mode(line_share: Interval | None) -> bool:
+    """A found mode reaches the paper's line: its share above it lies above :data:`LINE_MIN_SHARE` (no reading at
+    the line: the mode alone decides)."""
+    return line_share is None or line_share.low > LINE_MIN_SHARE
 
 
 UNDECIDED = ("cannot tell whether the model has high-norm tokens: the detector could not decide, a mode was found "
-             "but its share interval reaches 0 or could not be computed (too few images), or no mode was found "
-             f"while tokens above {PAPER_MEDIAN_LINE:g}x the median are there in every resample")
+             "but its share interval reaches 0 or could not be computed (too few images) or its tokens do not reach "
+             f"{PAPER_MEDIAN_LINE:g}x the image median, or no mode was found while tokens above that line are there")
 
 
 def _undecided(claim: str, rule: str) -> Judgement:
@@ -409,17 +423,17 @@ def judge_outliers(model: str, random_weights: bool, bimodal: bool, share: Inter
     (``detector_reason`` says why); ``line_share``: the share above :data:`PAPER_MEDIAN_LINE` times the median,
     read where no mode is found (:func:`has_outliers`).
     """
-    rule = (f"has outliers: a separated high-norm mode whose share interval lies in (0, {MAX_OUTLIER_SHARE:.0%}] "
-            "(and so does the share above the paper's own cutoff, where it gives one); has none: no separated "
-            f"mode, and no share above {PAPER_MEDIAN_LINE:g}x the median in every resample (or a share interval at "
-            "0); a detector that cannot decide: inconclusive")
+    rule = (f"has outliers: a separated high-norm mode whose share interval lies in (0, {MAX_OUTLIER_SHARE:.0%}], "
+            f"its tokens reaching {PAPER_MEDIAN_LINE:g}x the image median (and so does the share above the paper's own cutoff, "
+            f"where it gives one); has none: no separated mode, and no share above {PAPER_MEDIAN_LINE:g}x the image "
+            f"median over {LINE_MIN_SHARE:.1%} (or a share interval at 0); a detector that cannot decide: inconclusive")
     claim = "outliers"
     measured = f"share {share.text('.2%')}"
     if undecided:
         measured += f"; the detector cannot decide: {detector_reason or 'too few tokens'}"
     elif not bimodal:
         measured += " (no separated high-norm mode)"
-        measured += f"; above {PAPER_MEDIAN_LINE:g}x the median: {line_share.text('.2%')}" if line_share else ""
+        measured += f"; above {PAPER_MEDIAN_LINE:g}x the image median: {line_share.text('.2%')}" if line_share else ""
     if paper_share is not None and model in PAPER_CUTOFF:
         measured += f"; above the paper's {PAPER_CUTOFF[model]:g}: {paper_share.text('.2%')}"
     if random_weights:
@@ -437,9 +451,11 @@ def outlier_presence(expected: bool, bimodal: bool, share: Interval, paper_share
     """The rule of :func:`judge_outliers` without the model's name: does the run show a few high-norm tokens
     (``expected`` True) or none (False)? With ``paper_share`` (a fixed cutoff's reading, which needs no mode to
     be found) both readings must agree for *reproduced*; both must fail for *not reproduced*. The adaptive reading
-    is inconclusive when the detector is ``undecided``, or when it finds no mode but ``line_share`` (above
-    :data:`PAPER_MEDIAN_LINE` times the median) lies wholly above 0."""
-    unsure = undecided or (not bimodal and _above_zero(line_share))
+    is inconclusive when the detector is ``undecided``, when it finds no mode but ``line_share`` (above
+    :data:`PAPER_MEDIAN_LINE` times each image's median) matters or cannot be bounded, or when it finds a mode whose
+    tokens do not reach that line (:func:`has_outliers`)."""
+    below_line = bimodal and not _line_supports_mode(line_share)
+    unsure = undecided or (not bimodal and _line_blocks_none(line_share)) or below_line
     readings = [(bimodal, share, unsure)] + ([(True, paper_share, False)] if paper_share is not None else [])
     verdicts = [Verdict.INCONCLUSIVE if cannot_tell else
                 _few_outliers(found, interval) if expected else _no_outliers(found, interval)
@@ -451,8 +467,10 @@ def outlier_presence(expected: bool, bimodal: bool, share: Interval, paper_share
     else:
         verdict = Verdict.INCONCLUSIVE
     reason = (": the two definitions disagree" if len(set(verdicts)) > 1 else
-              f": no separated mode, yet tokens above {PAPER_MEDIAN_LINE:g}x the median in every resample"
-              if unsure and not undecided else "")
+              f": a separated mode, but its tokens do not reach {PAPER_MEDIAN_LINE:g}x their image's median in a share "
+              f"above {LINE_MIN_SHARE:.1%} in every resample" if below_line else
+              f": no separated mode, yet tokens above {PAPER_MEDIAN_LINE:g}x their image's median in a share above "
+              f"{LINE_MIN_SHARE:.1%} (or too few images to bound it)" if unsure and not undecided else "")
     return Judgement(verdict, reason, "", share, "outliers")
 
 

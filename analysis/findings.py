@@ -6,6 +6,7 @@ metrics; none runs a model. Intervals resample images (:mod:`analysis.stats`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,10 +75,17 @@ def has_outliers(cutoff: Cutoff, share: Interval, line_share: Interval | None = 
 
 
 def paper_line_share(norms: np.ndarray, seed: int = 0) -> Interval:
-    """Share of ``norms`` ``(B, Np)`` above :data:`~analysis.claims.PAPER_MEDIAN_LINE` times their median, with its
-    interval over images: the paper's outliers lie 3-11x above the median, a mode or not."""
+    """Share of ``norms`` ``(B, Np)`` above :data:`~analysis.claims.PAPER_MEDIAN_LINE` times their own image's median
+    (of its finite, positive norms; NaN and zeros are never above), with its interval over images: the paper's
+    outliers lie 3-11x above the median, a mode or not. Each image's own median, as the detector's within-image test:
+    a whole image of higher norms is not outliers."""
     norms = np.asarray(norms, dtype=np.float64)
-    return outlier_share_interval(norms, claims.PAPER_MEDIAN_LINE * float(np.median(norms)), seed)
+    valid = np.isfinite(norms) & (norms > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an image without a valid norm: all-NaN slice
+        medians = np.nanmedian(np.where(valid, norms, np.nan), axis=-1, keepdims=True)
+    above = valid & (norms > claims.PAPER_MEDIAN_LINE * np.nan_to_num(medians, nan=np.inf))
+    return image_bootstrap({"high": above}, lambda c: float(np.mean(c["high"])), seed)
 
 
 def outliers_found(norms: np.ndarray, cutoff: Cutoff, seed: int = 0) -> bool | None:
@@ -195,8 +203,11 @@ def paper_share_interval(row: pd.Series) -> Interval | None:
 
 
 def adaptive_share(norms: np.ndarray) -> float:
-    """Share of tokens above the adaptive cutoff fitted on ``norms`` themselves (0 without a mode)."""
+    """Share of tokens above the adaptive cutoff fitted on ``norms`` themselves (0 without a mode, nan where the
+    detector is undecided)."""
     fit = metrics.adaptive_threshold(norms)
+    if fit.undecided:  # a resample the detector cannot read counts as undefined, not as "no outliers"
+        return float("nan")
     return float(np.mean(np.asarray(norms) > fit.threshold)) if fit.bimodal else 0.0
 
 

@@ -122,9 +122,11 @@ MIN_APART_TOKENS = 3
 #: family: 2.0 found the same modes, 3.0 0.7 points fewer.)
 MIN_MODE_RATIO = 2.5
 #: A mixture mode (see adaptive_threshold) of at least this many tokens whose density shows no dip of even
-#: MIN_UNDECIDED_DIP is no mode but a tail or shoulder: a mode this large shows its dip (in the development family
-#: every mode of 0.5 % of 30 x 1024 patches, 154 tokens, was found by its dip on the light-tailed bulks). A smaller one
-#: is undecided: too few tokens for the dip to show.
+#: MIN_UNDECIDED_DIP is no mode but a tail or shoulder: a mode this large shows its dip where it is a mode at all (in
+#: the development family every mode of 0.5 % of 30 x 1024 patches, 154 tokens, at 5x or more, and at 3x on the
+#: narrow log-normal 0.15 bulk, was found by its dip; at 3x on a bulk of log sd 0.3 a group is a shoulder of the bulk,
+#: found by no reading). A smaller one is undecided: too few tokens for the dip to show. The presence rule still reads
+#: the share above 3x the image median beside it (analysis.claims.has_outliers), so such a case is never "has none".
 MIN_POWER_TOKENS = 150
 #: Outliers are a minority by definition; a group holding more than this share is not one.
 MAX_UPPER_SHARE = 0.2

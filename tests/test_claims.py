@@ -477,10 +477,10 @@ def test_control_needs_no_mode_and_no_share():
 
 # --- outliers (paper claim) ------------------------------------------------------------------
 
-OUTLIERS_RULE = ("has outliers: a separated high-norm mode whose share interval lies in (0, 10%] (and so does the "
-                 "share above the paper's own cutoff, where it gives one); has none: no separated mode, and no share "
-                 "above 3x the median in every resample (or a share interval at 0); a detector that cannot decide: "
-                 "inconclusive")
+OUTLIERS_RULE = ("has outliers: a separated high-norm mode whose share interval lies in (0, 10%], its tokens reaching "
+                 "3x the image median (and so does the share above the paper's own cutoff, where it gives one); has "
+                 "none: no separated mode, and no share above 3x the image median over 0.1% (or a share interval at "
+                 "0); a detector that cannot decide: inconclusive")
 
 
 def test_outliers_judgement_reads_in_full():
@@ -1081,25 +1081,36 @@ def test_a_statistic_that_was_not_measurable_gives_its_own_reason():
 
 
 def test_a_detector_that_cannot_decide_or_tokens_at_the_papers_line_keep_has_none_from_passing():
-    """has_outliers and the presence rule in every state of the detector: a mode (decided by its interval), an
-    undecided detector, no mode with a share above 3x the median in every resample, no mode without one."""
-    line, no_line = iv(0.002, 0.01), iv(0.0, 0.004, estimate=0.001)
-    assert claims.has_outliers(True, iv(0.01, 0.03), line_share=no_line) is True
+    """has_outliers and the presence rule in every state of the detector and of the share above the paper's line
+    (3x the image median): a mode that reaches the line, a mode below it, an undecided detector, no mode with tokens
+    at the line that matter, that cannot be bounded (too few images), or that do not matter."""
+    line, stray, no_line = iv(0.002, 0.01), iv(0.0, 0.004, estimate=0.001), iv(0.0, 0.0)
+    unbounded = Interval(0.02, NAN, NAN, 6)  # tokens at the line, too few images for an interval
+    assert claims.has_outliers(True, iv(0.01, 0.03), line_share=line) is True
+    assert claims.has_outliers(True, iv(0.01, 0.03), line_share=stray) is None  # the mode does not reach the line
+    assert claims.has_outliers(True, iv(0.01, 0.03)) is True  # no reading at the line: the mode decides
     assert claims.has_outliers(False, iv(0.0, 0.0), undecided=True) is None
     assert claims.has_outliers(False, iv(0.0, 0.0), line_share=line) is None
+    assert claims.has_outliers(False, iv(0.0, 0.0), line_share=unbounded) is None
+    assert claims.has_outliers(False, iv(0.0, 0.0), line_share=stray) is False  # 0.1 % or less does not matter
     assert claims.has_outliers(False, iv(0.0, 0.0), line_share=no_line) is False
-    assert claims.has_outliers(False, iv(0.0, 0.0)) is False  # no reading at the line: the mode decides
+    assert claims.has_outliers(False, iv(0.0, 0.0), line_share=Interval(0.0, NAN, NAN, 6)) is False  # none there
+    assert claims.has_outliers(False, iv(0.0, 0.0)) is False
     R, N, I = Verdict.REPRODUCED, Verdict.NOT_REPRODUCED, Verdict.INCONCLUSIVE
     zero = iv(0.0, 0.0)
     for expected, state, verdict in [(True, {}, N), (False, {}, R),
                                      (True, {"undecided": True}, I), (False, {"undecided": True}, I),
                                      (True, {"line_share": line}, I), (False, {"line_share": line}, I),
-                                     (True, {"line_share": no_line}, N), (False, {"line_share": no_line}, R)]:
+                                     (False, {"line_share": unbounded}, I), (True, {"line_share": unbounded}, I),
+                                     (True, {"line_share": stray}, N), (False, {"line_share": stray}, R)]:
         assert claims.outlier_presence(expected, False, zero, **state).verdict is verdict, (expected, state)
-    # a found mode is judged by its interval whatever the line says
+    # a found mode is judged by its interval when its tokens reach the line, else it cannot tell
     assert claims.outlier_presence(True, True, iv(0.01, 0.03), line_share=line).verdict is R
-    assert claims.outlier_presence(False, True, iv(0.01, 0.03), line_share=no_line).verdict is N
+    assert claims.outlier_presence(False, True, iv(0.01, 0.03), line_share=line).verdict is N
+    below = claims.outlier_presence(True, True, iv(0.01, 0.03), line_share=stray)
+    assert below.verdict is I and "do not reach 3x their image's median" in below.reason
+    assert claims.outlier_presence(False, True, iv(0.01, 0.03), line_share=stray).verdict is I
     judged = claims.judge_outliers(DINOV2_G, False, False, zero, line_share=line)
-    assert judged.verdict is I and "mode); above 3x the median: 0.60% [0.20%, 1.00%]" in judged.reason
+    assert judged.verdict is I and "mode); above 3x the image median: 0.60% [0.20%, 1.00%]" in judged.reason
     judged = claims.judge_outliers(DINOV2_G, False, False, zero, undecided=True, detector_reason="too few tokens")
     assert judged.verdict is I and "; the detector cannot decide: too few tokens" in judged.reason

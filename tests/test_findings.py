@@ -195,3 +195,16 @@ def test_kind_gap_needs_high_norm_tokens_in_several_images():
                                                      "needed)")
     high[3, 0] = True  # a fourth image
     assert not np.isnan(findings.kind_gap(values, high).estimate)
+
+
+def test_the_papers_line_is_read_against_each_images_own_median():
+    """3x each image's median: a whole image 4x brighter holds no token above it, a NaN or zero norm is never
+    above it and does not move the line; tokens planted at 5x their image's median are counted exactly."""
+    rng = np.random.default_rng(3)
+    norms = rng.lognormal(np.log(20), 0.05, (12, 100))
+    norms[2] *= 4  # a brighter image: nothing above its own line
+    assert findings.paper_line_share(norms).estimate == 0
+    norms[:, :2] = 5 * np.median(norms, axis=1, keepdims=True)  # 2 per image at 5x their image's median
+    norms[0, 50], norms[1, 60] = np.nan, 0.0
+    line = findings.paper_line_share(norms)
+    assert line.estimate == pytest.approx(24 / 1200) and line.low > 0
