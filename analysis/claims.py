@@ -31,7 +31,7 @@ from enum import Enum
 
 import pandas as pd
 
-from .stats import Interval, images_to_settle
+from .stats import EVERY_EQUAL, Interval, images_to_settle
 
 
 class Verdict(str, Enum):
@@ -280,7 +280,7 @@ def _judge(claim: str, interval: Interval, margin: float, rule: str, fmt: str, a
     if _too_few(interval):
         return Judgement(verdict, f"{name} {interval.estimate:{fmt}} on {interval.n} images: too few images to "
                          "decide", rule, interval, claim, measured)
-    reason = f"{measured} ({interval.method}, n={interval.n})"
+    reason = f"{measured} ({_method_words(interval)}, n={interval.n})"
     if verdict is Verdict.INCONCLUSIVE:
         needed = None if _too_few(interval) else images_to_settle(interval, margin)
         reason += (f": the interval straddles the margin; about {needed} images would likely settle it"
@@ -288,6 +288,15 @@ def _judge(claim: str, interval: Interval, margin: float, rule: str, fmt: str, a
                    ": no interval could be computed" if math.isnan(interval.low) or math.isnan(interval.high)
                    else ": the interval straddles the margin")
     return Judgement(verdict, reason, rule, interval, claim, measured)
+
+
+def _method_words(interval: Interval) -> str:
+    """The interval's method for a reason that already shows its text: an all-equal interval's text says "every
+    resample equal", so its method ("every resample equal (zero width, bootstrap over images)") drops those words."""
+    prefix = f"{EVERY_EQUAL} ("
+    if interval.every_resample_equal and interval.method.startswith(prefix) and interval.method.endswith(")"):
+        return interval.method[len(prefix):-1]
+    return interval.method
 
 
 def _single_valued(claim: str, rule: str, measured: str, interval: Interval) -> Judgement | None:

@@ -810,6 +810,7 @@ def census_table(passes: dict[str, Features], threshold: float, adaptive: bool =
                       if feats.meta.get("has_cls_token", True) and high.any() else NOT_MEASURED)
         rows.append({"model": spec, "recipe": models.recipe_of(spec), "params_m": models.parameter_count(spec) / 1e6,
                      "random_weights": feats.provenance.is_random, "bimodal": cutoff.adaptive.bimodal,
+                     "undecided": cutoff.adaptive.undecided,
                      "outlier_share": share.estimate, "outlier_share_low": share.low, "outlier_share_high": share.high,
                      "onset (share of depth)": np.nan if onset is None else onset / feats.depth,
                      "pinned (top position share)": position_stability(high)["max_position_share"],

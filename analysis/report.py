@@ -103,11 +103,25 @@ def controls_markdown(controls: list[Control]) -> str:
     return "\n".join(lines + ["```"])
 
 
+def grouped_notes(notes: Iterable[str]) -> list[str]:
+    """Image notes (``"<image>: <what was done>"``) grouped by what was done, each once with its images:
+    ``["builtin:camera: L image converted to RGB", "builtin:grass: L image converted to RGB"]`` →
+    ``["L image converted to RGB (2): camera, grass"]``. A note without an image name is kept as it is."""
+    by_what: dict[str, list[str]] = {}
+    for note in sorted(set(notes)):
+        image, separator, what = note.partition(": ")
+        if separator:
+            by_what.setdefault(what, []).append(image.removeprefix("builtin:"))
+        else:
+            by_what.setdefault(note, [])
+    return [f"{what} ({len(images)}): {', '.join(images)}" if images else what for what, images in by_what.items()]
+
+
 def weights_markdown(provenances: Iterable[Provenance], notes: Iterable[str] = ()) -> str:
     """The weights used (random ones flagged as controls) and any image conversion notes."""
     provenances = list(provenances)
     items = "\n".join(f"- {p.label()}" for p in provenances)
-    notes = sorted(set(notes))
+    notes = grouped_notes(notes)
     note_text = ("\n\nImages: " + "; ".join(notes) + ".") if notes else ""
     if any(p.is_random for p in provenances):
         return ("```{admonition} Weights of this run (includes random initialisation)\n:class: danger\n"

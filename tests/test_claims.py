@@ -345,7 +345,7 @@ def test_random_weights_block_is_a_titled_admonition():
 
     text = weights_markdown([Provenance("m", "random", "", "", 0)], ["x: L image converted to RGB"])
     assert text.startswith("```{admonition} Weights of this run (includes random initialisation)\n:class: danger\n")
-    assert "negative controls" in text and "Images: x: L image converted to RGB" in text
+    assert "negative controls" in text and "Images: L image converted to RGB (1): x" in text
 
 
 # =============================================================================================
@@ -1114,3 +1114,11 @@ def test_a_detector_that_cannot_decide_or_tokens_at_the_papers_line_keep_has_non
     assert judged.verdict is I and "mode); above 3x the image median: 0.60% [0.20%, 1.00%]" in judged.reason
     judged = claims.judge_outliers(DINOV2_G, False, False, zero, undecided=True, detector_reason="too few tokens")
     assert judged.verdict is I and "; the detector cannot decide: too few tokens" in judged.reason
+
+
+def test_an_all_equal_interval_is_called_so_once_in_a_reason():
+    """The interval's text already says "every resample equal": the reason's method part drops those words."""
+    equal = Interval(1.0, 1.0, 1.0, 8, "every resample equal (zero width, bootstrap over images)")
+    judged = claims.judge_test_time_registers(False, True, 1, equal)
+    assert judged.reason.count("every resample equal") == 1, judged.reason
+    assert "(zero width, bootstrap over images, n=8)" in judged.reason

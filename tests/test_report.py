@@ -63,3 +63,11 @@ def test_a_cutoff_cell(value, shown):
     assert report.cutoff_cell("{:.0f}")(value) == shown
     assert report.column_format("adaptive_cutoff", float)(value) == shown
     assert report.column_format("median_norm", float) == "{:.1f}"  # other columns keep their format strings
+
+
+def test_image_notes_are_grouped_by_what_was_done():
+    notes = ["builtin:grass: L image converted to RGB", "builtin:camera: L image converted to RGB",
+             "photo.png: RGBA image with transparency composited on white", "builtin:camera: L image converted to RGB",
+             "a note without an image"]
+    assert report.grouped_notes(notes) == ["a note without an image", "L image converted to RGB (2): camera, grass",
+                                           "RGBA image with transparency composited on white (1): photo.png"]
