@@ -291,10 +291,11 @@ def verdict_markdown(table: pd.DataFrame) -> str:
     lines = [f"```{{admonition}} Rules against planted truth: {title}",
              f":class: {'tip' if misjudged.empty and undecided.empty else 'warning' if misjudged.empty else 'error'}",
              "", "- " + "; ".join(parts) + "."]
+    # the interval and the measurement follow a semicolon, not a parenthesis: their own texts hold brackets
     lines += [f"- **{row.twin}** ({row.family}), {row.check}: the truth ({row.truth}) calls for *{row.expected}*, "
-              f"the rule gave *{row.verdict}* (interval {row.interval}; {row.measured})." for row in misjudged.itertuples()]
+              f"the rule gave *{row.verdict}*; interval {row.interval}; {row.measured}." for row in misjudged.itertuples()]
     lines += [f"- undecided: **{row.twin}** ({row.family}), {row.check}: *{row.verdict}* where the truth calls for "
-              f"*{row.expected}* (interval {row.interval}; {row.measured})." for row in undecided.itertuples()]
+              f"*{row.expected}*; interval {row.interval}; {row.measured}." for row in undecided.itertuples()]
     lines.append("- A twin's truth is declared, not estimated; these are the rules and gates every finding page uses. "
                  "The development family is where constants may be chosen; the held-out family is not tuned on.")
     return "\n".join(lines + ["```"])
