@@ -334,20 +334,45 @@ def _confounded(claim: str, rule: str, measured: str, interval: Interval | None,
 
 @dataclass(frozen=True)
 class Control:
+    """A negative control's outcome: ``passed`` True (as expected), False (failed) or None (the detector cannot
+    tell, so the control shows nothing either way)."""
+
     model: str
     expectation: str
     measured: str
-    passed: bool
+    passed: bool | None
+
+    @property
+    def result(self) -> str:
+        return {True: "as expected", False: "CONTROL FAILED", None: "cannot tell"}[self.passed]
 
     def line(self) -> str:
-        status = "as expected" if self.passed else "CONTROL FAILED"
-        return f"{self.model}: {self.measured} ({self.expectation}: {status})"
+        return f"{self.model}: {self.measured} ({self.expectation}: {self.result})"
 
 
-def control(model: str, bimodal: bool, outlier_share: float) -> Control:
-    """A random-init network must have no high-norm mode: anything else means the measurement is off."""
-    return Control(model, "random init has no high-norm tokens", f"{outlier_share:.1%} high-norm tokens",
-                   passed=not bimodal and outlier_share == 0)
+def control(model: str, bimodal: bool, outlier_share: float, undecided: bool = False, reason: str = "") -> Control:
+    """A random-init network must have no high-norm mode: anything else means the measurement is off. A detector
+    that cannot tell (``undecided``, with its ``reason``) has not shown the control clean: ``passed`` is None."""
+    if bimodal or outlier_share > 0:
+        passed, measured = False, f"{outlier_share:.1%} high-norm tokens"
+    elif undecided:
+        passed, measured = None, "the detector cannot tell" + (f" ({reason})" if reason else "")
+    else:
+        passed, measured = True, f"{outlier_share:.1%} high-norm tokens"
+    return Control(model, "random init has no high-norm tokens", measured, passed=passed)
+
+
+def controls_sentence(passed: list[bool | None]) -> str:
+    """The negative controls in one clause, from each one's ``passed`` (True, False, None: cannot tell)."""
+    total, failed = len(passed), sum(p is False for p in passed)
+    unsure = sum(p is None or (isinstance(p, float) and math.isnan(p)) for p in passed)
+    if total == 0:
+        return "no negative controls in this run"
+    if failed == 0 and unsure == 0:
+        return f"all {total} negative controls behave as expected"
+    parts = ([f"{failed} of {total} negative controls FAILED"] if failed else []) + (
+        [f"the detector cannot tell for {unsure} of {total}"] if unsure else [])
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,13 +401,18 @@ def has_outliers(bimodal: bool, share: Interval, undecided: bool = False, line_s
     share above the line. None, undecided: the detector could not decide (``undecided``), a mode whose interval
     reaches 0 or could not be computed (too few images), a mode whose tokens do not reach the line, or no mode while
     tokens at the line matter (or too few images to tell whether they do)."""
-    if undecided:
+    if _cannot_tell(bimodal, undecided, line_share):
         return None
     if not bimodal:
-        return None if _line_blocks_none(line_share) else False
-    if share.low > 0 and _line_supports_mode(line_share):
-        return True
-    return None
+        return False
+    return True if share.low > 0 else None
+
+
+def _cannot_tell(bimodal: bool, undecided: bool, line_share: Interval | None) -> bool:
+    """The readings that leave presence open whatever the share interval: the detector is undecided, it finds no
+    mode while tokens at the paper's line matter (:func:`_line_blocks_none`), or it finds one whose tokens do not
+    reach the line (:func:`_line_supports_mode`)."""
+    return undecided or (_line_blocks_none(line_share) if not bimodal else not _line_supports_mode(line_share))
 
 
 def _line_blocks_none(line_share: Interval | None) -> bool:
@@ -463,8 +493,8 @@ def outlier_presence(expected: bool, bimodal: bool, share: Interval, paper_share
     is inconclusive when the detector is ``undecided``, when it finds no mode but ``line_share`` (above
     :data:`PAPER_MEDIAN_LINE` times each image's median) matters or cannot be bounded, or when it finds a mode whose
     tokens do not reach that line (:func:`has_outliers`)."""
-    below_line = bimodal and not _line_supports_mode(line_share)
-    unsure = undecided or (not bimodal and _line_blocks_none(line_share)) or below_line
+    unsure = _cannot_tell(bimodal, undecided, line_share)
+    below_line = unsure and bimodal and not undecided
     readings = [(bimodal, share, unsure)] + ([(True, paper_share, False)] if paper_share is not None else [])
     verdicts = [Verdict.INCONCLUSIVE if cannot_tell else
                 _few_outliers(found, interval) if expected else _no_outliers(found, interval)
@@ -570,14 +600,17 @@ ONSET_MODELS = ("vit_giant_patch14_dinov2.lvd142m",)
 MIDDLE_BAND = (0.25, 0.75)
 
 
-def judge_layer_onset(random_weights: bool, onset: Interval, depth: int, model: str = "") -> Judgement:
+def judge_layer_onset(random_weights: bool, onset: Interval, depth: int, model: str = "",
+                      exact: bool = True) -> Judgement:
     """High-norm tokens appear from a middle block on (paper: about 15 of 40 in DINOv2 ViT-g).
 
     ``onset``: relative depth (block index / depth) of the first block from which every block has a
     separated high-norm mode, with its interval over images; a resample in which no block has one counts
     as onset 1 (beyond the last block), so it weighs against the claim instead of being dropped. On the paper's
     model (``model`` in :data:`ONSET_MODELS`) the paper's claim: inside :data:`ONSET_BAND`; on any other, the
-    mechanism: inside :data:`MIDDLE_BAND`.
+    mechanism: inside :data:`MIDDLE_BAND`. ``exact`` False (:func:`analysis.findings.onset_is_exact`: the detector
+    cannot tell at the block just before the onset) means the mode may start earlier than read: only "too early"
+    still stands (earlier is earlier still); anything else is *inconclusive*.
     """
     paper = model in ONSET_MODELS
     low, high = ONSET_BAND if paper else MIDDLE_BAND
@@ -592,7 +625,11 @@ def judge_layer_onset(random_weights: bool, onset: Interval, depth: int, model: 
     measured = f"onset {onset.text('.0%')} of {depth} blocks"
     verdict = band_rule(onset, low, high)
     reason = f"{measured} ({onset.method}, n={onset.n})"
-    if verdict is Verdict.INCONCLUSIVE:
+    if not exact and not (verdict is Verdict.NOT_REPRODUCED and onset.high < low):
+        verdict = Verdict.INCONCLUSIVE
+        reason += (": the detector cannot tell at the block just before the onset, so the mode may start earlier "
+                   "than read")
+    elif verdict is Verdict.INCONCLUSIVE:
         reason += ": too few images to decide" if _too_few(onset) else ": the interval leaves the band"
     return Judgement(verdict, reason, rule, onset, claim, measured)
 

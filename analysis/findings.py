@@ -6,7 +6,6 @@ metrics; none runs a model. Intervals resample images (:mod:`analysis.stats`).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,9 +80,7 @@ def paper_line_share(norms: np.ndarray, seed: int = 0) -> Interval:
     a whole image of higher norms is not outliers."""
     norms = np.asarray(norms, dtype=np.float64)
     valid = np.isfinite(norms) & (norms > 0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an image without a valid norm: all-NaN slice
-        medians = np.nanmedian(np.where(valid, norms, np.nan), axis=-1, keepdims=True)
+    medians = metrics.image_medians(norms).reshape(norms.shape[:-1] + (1,))
     above = valid & (norms > claims.PAPER_MEDIAN_LINE * np.nan_to_num(medians, nan=np.inf))
     return image_bootstrap({"high": above}, lambda c: float(np.mean(c["high"])), seed)
 
@@ -426,9 +423,14 @@ def onset_block(separated: np.ndarray) -> int | None:
 
 
 def onset_is_exact(table: pd.DataFrame, onset: int | None) -> bool:
-    """Whether the onset read from a :func:`block_table` is exact: False when the block just before it is undecided
-    (the mode may already be there, too small to call)."""
-    return onset is None or onset == 0 or not bool(table.undecided_mode.iloc[onset - 1])
+    """Whether the onset read from a :func:`block_table` is exact: False when the block just before it cannot be read
+    as having none (the mode may already be there): the detector is undecided there, or it finds no mode while the
+    tokens above the paper's line (:data:`~analysis.claims.PAPER_MEDIAN_LINE` times their image's median) hold more
+    than :data:`~analysis.claims.LINE_MIN_SHARE` of the patches, as "has none" requires of a model."""
+    if onset is None or onset == 0:
+        return True
+    before = table.iloc[onset - 1]
+    return not (bool(before.undecided_mode) or before.line_share > claims.LINE_MIN_SHARE)
 
 
 def _block_ranges(blocks: list[int]) -> str:
@@ -489,13 +491,16 @@ def onset_interval(norms: np.ndarray, seed: int = 0, n_resamples: int = ONSET_RE
 
 
 def block_table(norms: np.ndarray) -> pd.DataFrame:
-    """One row per block: patch-norm median, 99th percentile, max, whether a separated mode exists and whether the
-    detector could not tell (``undecided_mode``).
+    """One row per block: patch-norm median, 99th percentile, max, whether a separated mode exists, whether the
+    detector could not tell (``undecided_mode``) and the share of patches above the paper's line (``line_share``,
+    :data:`~analysis.claims.PAPER_MEDIAN_LINE` times their own image's median; NaN and zeros never above).
 
     ``norms``: ``(B, L, Np)``.
     """
     per_block = norms.transpose(1, 0, 2).reshape(norms.shape[1], -1)
-    fits = [metrics.adaptive_threshold(values) for values in per_block]
+    # each block read as images x patches, as separated_blocks and the last block's summary read it (the
+    # detector's within-image test needs the images)
+    fits = [metrics.adaptive_threshold(norms[:, block]) for block in range(norms.shape[1])]
     return pd.DataFrame({
         "block": np.arange(norms.shape[1]),
         "median_norm": np.median(per_block, axis=1),
@@ -503,6 +508,9 @@ def block_table(norms: np.ndarray) -> pd.DataFrame:
         "max_norm": per_block.max(axis=1),
         "separated_mode": [fit.bimodal for fit in fits],
         "undecided_mode": [fit.undecided for fit in fits],
+        # share above the paper's line, 3x each image's own median
+        "line_share": [float(np.mean(values > claims.PAPER_MEDIAN_LINE * metrics.image_medians(values)))
+                       for values in norms.transpose(1, 0, 2)],
         "block_cutoff": [fit.threshold for fit in fits],
         "share_above_block_cutoff": [float((v > fit.threshold).mean()) for v, fit in zip(per_block, fits)],
     })

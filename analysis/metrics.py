@@ -28,6 +28,19 @@ def high_norm_fraction(norms: np.ndarray, threshold: float) -> float:
     return float((norms > threshold).mean()) if norms.size else 0.0
 
 
+def image_medians(norms: np.ndarray) -> np.ndarray:
+    """Each image's median of its finite, positive norms: ``(..., Np) -> (M, 1)`` for ``M`` images (the last axis
+    is one image's tokens). NaN for an image without such a norm; NaN, infinities, zeros and negatives never count
+    (they are not lengths of tokens the model made). The per-image reference of the detector's within-image test
+    and of the paper's 3x-median line (:func:`analysis.findings.paper_line_share`)."""
+    images = np.asarray(norms, dtype=np.float64)
+    images = images.reshape(-1, images.shape[-1]) if images.ndim else images.reshape(1, 1)
+    valid = np.isfinite(images) & (images > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an image without a valid norm: all-NaN slice
+        return np.nanmedian(np.where(valid, images, np.nan), axis=1, keepdims=True)
+
+
 @dataclass(frozen=True)
 class AdaptiveThreshold:
     """A model-adaptive cutoff between normal and high-norm tokens (see :func:`adaptive_threshold`).
@@ -121,13 +134,25 @@ MIN_APART_TOKENS = 3
 #: closer than this (a group of patches 1.5x longer) is not the artifact even when it is a mode. (Development
 #: family: 2.0 found the same modes, 3.0 0.7 points fewer.)
 MIN_MODE_RATIO = 2.5
-#: A mixture mode (see adaptive_threshold) of at least this many tokens whose density shows no dip of even
-#: MIN_UNDECIDED_DIP is no mode but a tail or shoulder: a mode this large shows its dip where it is a mode at all (in
+#: A mixture mode (see adaptive_threshold) is accepted where the log-norm density dips below it, in the trough between
+#: the two components' centres (trough_dip), by at least this. Chosen on the development family at a stated budget of
+#: false alarms, 1 in 2000 unimodal samples (0.05 %), as the smallest half-step that keeps to it: of its 18 000
+#: unimodal samples the mixture splits 233 (within images, no dip mode), whose trough dips reach 8.4 once, then 5.5,
+#: 5.0, 5.0, 5.0, 4.6: 6 false alarms at 4.5 (0.03 %), 14 at 4 (0.08 %). On its modes at 8 x 196 tokens (40 seeds)
+#: the detector then finds 58.5 % instead of 54.6 % (the dip of the dip reading's own candidate at 7, before), most at
+#: 0.5 % of the patches (5x: 25 -> 39 %, 3x: 5 -> 17 %); at most 2 points more at 30 x 1024, none at 1000 x 196.
+MIN_MIXTURE_DIP = 4.5
+#: A mixture mode (see adaptive_threshold) of at least this many tokens whose trough shows no dip of
+#: MIN_MIXTURE_DIP is no mode but a tail or shoulder: a mode this large shows its dip where it is a mode at all (in
 #: the development family every mode of 0.5 % of 30 x 1024 patches, 154 tokens, at 5x or more, and at 3x on the
 #: narrow log-normal 0.15 bulk, was found by its dip; at 3x on a bulk of log sd 0.3 a group is a shoulder of the bulk,
 #: found by no reading). A smaller one is undecided: too few tokens for the dip to show. The presence rule still reads
 #: the share above 3x the image median beside it (analysis.claims.has_outliers), so such a case is never "has none".
 MIN_POWER_TOKENS = 150
+#: Norms that are all whole numbers (rounded when stored) are binned at least this many integers wide at the median,
+#: so that a bin is never empty for want of an integer in it (fixed, not tuned: at 4 the count of integers per bin
+#: varies by at most a quarter, under the 0.7 of MAX_DIP_RATIO).
+LATTICE_STEPS = 4
 #: Outliers are a minority by definition; a group holding more than this share is not one.
 MAX_UPPER_SHARE = 0.2
 #: A mode needs at least this many tokens (a ViT-Ti/16 image at 224 px has about 4 outliers) ...
@@ -161,6 +186,15 @@ def _one_sided_lr(n_above: np.ndarray, w_above: np.ndarray, n_trough: np.ndarray
     return np.where(share > p0, ratio, 0.0)
 
 
+def _lattice_width(positive: np.ndarray, median: float) -> float:
+    """The narrowest bin of log-norm (0 for continuous norms) that holds ``LATTICE_STEPS`` integers from the median
+    up, when every positive norm (``(N,)``) is a whole number: on that lattice a narrower bin can be empty only because
+    no integer falls in it, which a density scan would read as a trough."""
+    if not np.array_equal(positive, np.round(positive)):
+        return 0.0
+    return math.log1p(LATTICE_STEPS / math.exp(median))
+
+
 @dataclass(frozen=True)
 class _Candidate:
     """A split of the scan: the trough below bin ``edge``, the group every token from ``edge`` up."""
@@ -176,7 +210,8 @@ class _Candidate:
     gap: float = 1.0  # for a group standing apart: the factor in norm below it that holds no token, to the bin
 
 
-def _scan(logs: np.ndarray, n_counted: int, own: np.ndarray | None = None) -> dict[str, _Candidate | None]:
+def _scan(logs: np.ndarray, n_counted: int, own: np.ndarray | None = None,
+          between: tuple[float, float] | None = None, lattice: float = 0.0) -> dict[str, _Candidate | None]:
     """The best splits of ``(N,)`` log-norms: ``{"accepted", "undecided", "apart", "any"}`` (None where none is).
 
     ``own``: ``(N,)`` each log-norm less the median log-norm of its own image, when the norms came as images x
@@ -188,17 +223,19 @@ def _scan(logs: np.ndarray, n_counted: int, own: np.ndarray | None = None) -> di
     windows. "accepted": the best candidate that passes every test with a dip of at least ``MIN_DIP``;
     "undecided": the best minority that matters, within images, with at least ``MIN_UNDECIDED_DIP``; "apart": the
     one of those with at least ``MIN_APART_TOKENS`` tokens above the widest empty gap of at least a factor
-    ``STAND_APART_GAP`` (any dip); "any": the best candidate at all.
+    ``STAND_APART_GAP`` (any dip); "any": the best candidate at all (``lattice``: a floor on the bin width, see
+    :func:`_lattice_width`); with ``between`` (two log-norms), also
+    "between": the best candidate whose group starts above the first and at or below the second (any dip).
     """
     median = float(np.median(logs))
     scale = 1.4826 * float(np.median(np.abs(logs - median)))
     if not scale > 0:  # more than half the norms equal: the spread of the rest
         scale = float(np.std(logs))
     top = float(logs.max())
-    width = max(scale * BIN_FRACTION, (top - median) / MAX_BINS)
+    width = max(scale * BIN_FRACTION, (top - median) / MAX_BINS, lattice)
     n_bins = int((top - median) / width) + 1
     if n_bins < 3:
-        return {"accepted": None, "undecided": None, "apart": None, "any": None}
+        return {"accepted": None, "undecided": None, "apart": None, "any": None, "between": None}
     held = logs >= median
     bins = np.minimum(((logs[held] - median) / width).astype(np.intp), n_bins - 1)
     counts = np.bincount(bins, minlength=n_bins)
@@ -261,10 +298,15 @@ def _scan(logs: np.ndarray, n_counted: int, own: np.ndarray | None = None) -> di
         standing = _Candidate(float(best_dip[edge_index]), float(cutoff), int(group[edge_index]),
                               float(ratio[edge_index]), **{name: bool(flag[edge_index]) for name, flag in flags.items()},
                               gap=float(math.exp(gap_bins[edge_index] * width)))
+    inside = np.zeros(group.shape, bool)
+    if between is not None:
+        start = median + edges * width  # log-norm where each edge's group starts
+        inside = (start > between[0]) & (start <= between[1])
     return {"accepted": best(eligible & flags["enough"], MIN_DIP),
             "undecided": best(eligible, MIN_UNDECIDED_DIP),
             "apart": standing,
-            "any": best(everything, 0.0)}
+            "any": best(everything, 0.0),
+            "between": best(inside, 0.0)}
 
 
 def dip_threshold(norms: np.ndarray) -> AdaptiveThreshold:
@@ -319,13 +361,9 @@ def dip_threshold(norms: np.ndarray) -> AdaptiveThreshold:
         return AdaptiveThreshold(math.inf, 0.0, 0.0, False, reason="every positive norm is equal: one mode")
     own = None
     if array.ndim >= 2 and array.size > array.shape[-1]:  # images x patches: each log-norm less its image's median
-        by_image = np.full(values.size, np.nan)
-        by_image[positive] = logs
-        by_image = by_image.reshape(-1, array.shape[-1])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an image without a positive norm: all-NaN slice
-            own = (by_image - np.nanmedian(by_image, axis=1, keepdims=True)).ravel()[positive]
-    found = _scan(logs, n_counted, own)
+        medians = np.broadcast_to(image_medians(array), (array.size // array.shape[-1], array.shape[-1]))
+        own = logs - np.log(medians.ravel()[positive])
+    found = _scan(logs, n_counted, own, lattice=_lattice_width(values[positive], float(np.median(logs))))
     accepted, best = found["accepted"], found["any"]
     undecided = found["undecided"] or found["apart"]
     chosen = accepted or undecided or best
@@ -362,6 +400,21 @@ def dip_threshold(norms: np.ndarray) -> AdaptiveThreshold:
         mode_ratio=chosen.ratio, candidate=math.exp(chosen.cutoff), **split)
 
 
+def trough_dip(norms: np.ndarray, low: float, high: float) -> float:
+    """The density dip (:func:`dip_threshold`'s statistic) below the best group of tokens that starts above norm
+    ``low`` and at or below ``high``: how strongly the log-norm density rises again above a trough lying between
+    them (0 where it nowhere does). ``norms`` of any shape; NaN, infinities, zeros and negatives stay out."""
+    values = np.asarray(norms, dtype=np.float64).ravel()
+    finite = np.isfinite(values)
+    positive = values[finite & (values > 0)]
+    logs = np.log(positive)
+    if logs.size < MIN_TOKENS or logs.max() == logs.min() or not 0 < low < high:
+        return 0.0
+    found = _scan(logs, int(finite.sum()), between=(math.log(low), math.log(high)),
+                  lattice=_lattice_width(positive, float(np.median(logs))))["between"]
+    return found.dip if found is not None else 0.0
+
+
 def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
     """The cutoff between normal tokens and a separated minority mode of high-norm tokens, or "undecided".
 
@@ -373,13 +426,14 @@ def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
     * the **two-component mixture** (:func:`analysis.mixture.mixture_threshold`): a small normal component far
       above the bulk. It finds sparse modes from few images, but also fits a heavy tail or a wide shoulder as
       two components, so its mode is accepted only where it lies within images (``MIN_WITHIN_IMAGE_SHARE``) and
-      the density also dips below it by at least ``MIN_UNDECIDED_DIP`` (a dip that under 1 % of the development
-      family's unimodal samples reach).
+      the density dips in its own trough (:func:`trough_dip`, a group starting between the two components'
+      centres) by at least ``MIN_MIXTURE_DIP`` (6 of the development family's 18 000 unimodal samples do).
 
-    A mode of either kind is ``bimodal`` (the dip's cutoff first, else the mixture's posterior crossing). A mixture
-    mode without that dip is ``undecided`` when it holds fewer than ``MIN_POWER_TOKENS`` tokens (too few for a dip
-    to show) and no mode when it holds more (a tail or a shoulder); a dip reading that is itself undecided stays
-    so. The rules read ``undecided`` as *inconclusive* with ``reason``, never as "no outliers".
+    A mode of either kind is ``bimodal`` (the dip's cutoff first, else the mixture's posterior crossing; ``dip`` is
+    then the trough's). A mixture mode without that dip is ``undecided`` when it holds fewer than
+    ``MIN_POWER_TOKENS`` tokens (too few for a dip to show) and no mode when it holds more (a tail or a shoulder); a
+    dip reading that is itself undecided stays so. The rules read ``undecided`` as *inconclusive* with ``reason``,
+    never as "no outliers".
     """
     dip = dip_threshold(norms)
     if dip.bimodal:
@@ -389,32 +443,32 @@ def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
     mixture = mixture_threshold(norms)
     if not mixture.bimodal or not _within_images(np.asarray(norms, dtype=np.float64), mixture.threshold):
         return dip
-    if mixture.upper_count >= MIN_POWER_TOKENS and dip.dip < MIN_UNDECIDED_DIP:
-        return dip  # a group this large would show its dip: two components without one are a tail or a shoulder
+    # the dip of the density in the mixture's own trough: below a group starting between the two components' centres
+    trough = trough_dip(norms, math.exp(mixture.lower_mean), math.exp(mixture.upper_mean))
     where = (f"{mixture.upper_count} token{'s' if mixture.upper_count != 1 else ''} ({mixture.upper_share:.2%}) "
              f"above {mixture.threshold:.3g} (two components, Ashman's D {mixture.separation:.1f})")
-    if dip.dip >= MIN_UNDECIDED_DIP:
+    if trough >= MIN_MIXTURE_DIP:
         return AdaptiveThreshold(**{**vars(mixture)}, reason=f"a separated high-norm mode: {where}, the density "
-                                 f"dipping below them (dip {dip.dip:.1f}, at least {MIN_UNDECIDED_DIP:g} needed)",
-                                 dip=dip.dip, mode_ratio=dip.mode_ratio, candidate=mixture.threshold)
+                                 f"dipping below them (dip {trough:.1f}, at least {MIN_MIXTURE_DIP:g} needed)",
+                                 dip=trough, mode_ratio=math.exp(mixture.upper_mean - mixture.lower_mean),
+                                 candidate=mixture.threshold)
+    if mixture.upper_count >= MIN_POWER_TOKENS or dip.undecided:
+        return dip  # a group this large would show its dip: two components without one are a tail or a shoulder
     return AdaptiveThreshold(**{**vars(dip), "undecided": True,
                                 "reason": f"undecided: two components fit, {where}, but the density shows no dip "
-                                          f"below them (dip {dip.dip:.1f}, {MIN_UNDECIDED_DIP:g} needed): a small "
+                                          f"below them (dip {trough:.1f}, {MIN_MIXTURE_DIP:g} needed): a small "
                                           "mode cannot be told from a heavy tail"})
 
 
 def _within_images(norms: np.ndarray, cutoff: float) -> bool:
     """For ``(..., Np)`` norms of several images: at least ``MIN_WITHIN_IMAGE_SHARE`` of the tokens above ``cutoff``
-    lie ``MIN_MODE_RATIO`` or more above their own image's median (not whole images of higher norms). True for one
-    image or a flat array."""
+    lie ``MIN_MODE_RATIO`` or more above their own image's median (:func:`image_medians`; not whole images of higher
+    norms). True for one image or a flat array."""
     if norms.ndim < 2 or norms.size == norms.shape[-1]:
         return True
     images = norms.reshape(-1, norms.shape[-1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an image without a finite norm: all-NaN slice
-        medians = np.nanmedian(np.where(np.isfinite(images), images, np.nan), axis=1, keepdims=True)
     above = np.isfinite(images) & (images > cutoff)
-    far = above & (images >= MIN_MODE_RATIO * medians)
+    far = above & (images >= MIN_MODE_RATIO * image_medians(images))
     return bool(far.sum() >= MIN_WITHIN_IMAGE_SHARE * above.sum())
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 from .claims import Claim, Control, Judgement, Verdict, claims_frame, control, headline
 from .features import Features
 from .models import Provenance
+from .metrics import AdaptiveThreshold
 from .stats import CONFIDENCE
 
 RESULTS_ENV = "REGISTERS_RESULTS"
@@ -89,18 +90,25 @@ def verdict_markdown(claims: list[Claim], controls: list[Control] = ()) -> str:
         lines.append("- no claim could be evaluated with these parameters.")
     if controls:
         lines += ["", "Negative controls (random-init twins, not claims):", ""]
-        lines += [f"- {'✓' if c.passed else '**✗ FAILED**'} {c.line()}" for c in controls]
+        lines += [f"- {_control_mark(c)} {c.line()}" for c in controls]
     lines.append("```")
     return "\n".join(lines)
 
 
 def controls_markdown(controls: list[Control]) -> str:
     """The negative controls alone (a page without claims), as a MyST admonition."""
-    failed = [c for c in controls if not c.passed]
-    lines = [f"```{{admonition}} Negative controls: {'all as expected' if not failed else f'{len(failed)} FAILED'}",
-             f":class: {'tip' if not failed else 'error'}", ""]
-    lines += [f"- {'✓' if c.passed else '**✗ FAILED**'} {c.line()}" for c in controls] or ["- none in this run"]
+    failed = [c for c in controls if c.passed is False]
+    unsure = [c for c in controls if c.passed is None]
+    title = (f"{len(failed)} FAILED" if failed else f"the detector cannot tell for {len(unsure)}" if unsure
+             else "all as expected")
+    lines = [f"```{{admonition}} Negative controls: {title}",
+             f":class: {'error' if failed else 'warning' if unsure else 'tip'}", ""]
+    lines += [f"- {_control_mark(c)} {c.line()}" for c in controls] or ["- none in this run"]
     return "\n".join(lines + ["```"])
+
+
+def _control_mark(control: Control) -> str:
+    return {True: "✓", False: "**✗ FAILED**", None: "**?**"}[control.passed]
 
 
 def grouped_notes(notes: Iterable[str]) -> list[str]:
@@ -341,17 +349,24 @@ class Page:
 
         self.claims += [Claim.of(short_name(model), weights, judgement) for judgement in judgements]
 
-    def control(self, model: str, bimodal: bool, outlier_share: float) -> None:
-        """Add a random-init twin as a negative control: it must show no separated high-norm mode."""
+    def control(self, model: str, bimodal: bool, outlier_share: float, undecided: bool = False,
+                reason: str = "") -> None:
+        """Add a random-init twin as a negative control: it must show no separated high-norm mode (``undecided``:
+        the detector cannot tell, with its ``reason``)."""
         from .plots import short_name
 
-        self.controls.append(control(short_name(model), bool(bimodal), float(outlier_share)))
+        self.controls.append(control(short_name(model), bool(bimodal), float(outlier_share), bool(undecided), reason))
+
+    def control_of_fit(self, model: str, fit: AdaptiveThreshold, outlier_share: float) -> None:
+        """:meth:`control` from the detector's answer on the model's norms (its mode, or that it cannot tell)."""
+        self.control(model, fit.bimodal, outlier_share, fit.undecided, fit.reason)
 
     def controls_from(self, summary: pd.DataFrame) -> pd.DataFrame:
         """Add every random-init row of a :func:`~analysis.findings.norm_summary` as a control; returns the
         pretrained rows, the ones the page judges."""
         for row in summary[summary.random_weights].itertuples():
-            self.control(row.model, row.bimodal, row.outlier_share)
+            self.control(row.model, row.bimodal, row.outlier_share, getattr(row, "undecided", False) == True,  # noqa: E712 (NaN is not True)
+                         getattr(row, "detector_reason", ""))
         return summary[~summary.random_weights]
 
     def save(self) -> Path:
@@ -360,8 +375,8 @@ class Page:
             write_parquet(table, self.folder / (f"{self.name}.parquet" if name == "main" else f"{self.name}_{name}.parquet"))
         if self.claims or self.controls:  # only finding pages judge; the claims page reads these files
             write_parquet(claims_frame(self.claims), self.folder / f"{self.name}_claims.parquet")
-            controls = pd.DataFrame([{"page": self.name, **c.__dict__} for c in self.controls],
-                                    columns=["page", "model", "expectation", "measured", "passed"])
+            controls = pd.DataFrame([{"page": self.name, **c.__dict__, "result": c.result} for c in self.controls],
+                                    columns=["page", "model", "expectation", "measured", "passed", "result"])
             write_parquet(controls, self.folder / f"{self.name}_controls.parquet")
         return self.folder
 

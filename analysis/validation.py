@@ -90,6 +90,7 @@ def _check(twin: str, check: str, truth: str, passed: bool | None, measured: str
     """A check of a finding against a known answer: *reproduced* when it finds the truth, else *not reproduced*;
     *inconclusive* (``passed`` None) where the page itself cannot tell whether the model has high-norm tokens, so
     it states no share, position or onset to check."""
+    passed = None if passed is None else bool(passed)  # a numpy bool is not `True`
     verdict = (Verdict.INCONCLUSIVE if passed is None else Verdict.REPRODUCED if passed else Verdict.NOT_REPRODUCED)
     return {"family": twins.family_of(twin), "twin": twin, "check": check, "truth": truth,
             "expected": str(Verdict.REPRODUCED), "verdict": str(verdict), "interval": interval,
@@ -179,7 +180,8 @@ def patch_checks(feats: Features, truth: twins.Truth, seed: int = 0) -> list[dic
                        if findings.onset_is_exact(table, onset) else None,
                        "none" if onset is None else f"block {onset}"))
     onset_relative = findings.onset_interval(block_norms, seed)
-    onset_judgement = claims.judge_layer_onset(False, onset_relative, feats.depth, feats.provenance.model)
+    onset_judgement = claims.judge_layer_onset(False, onset_relative, feats.depth, feats.provenance.model,
+                                               exact=findings.onset_is_exact(table, onset))
     rows.append(_row(name, "layer onset rule", f"block {truth.onset_block} of {truth.depth}" if truth.has_outliers
                      else "none", expected_onset(truth), onset_judgement, ".0%"))
     if rows[-1]["interval"] == "—":

@@ -137,6 +137,11 @@ def test_layer_onset_band_around_the_paper():
     assert claims.judge_layer_onset(False, iv(0.51, 0.7), 40, DINOV2_G).verdict is Verdict.NOT_REPRODUCED  # too late
     assert claims.judge_layer_onset(False, iv(0.3, 1.0), 40, DINOV2_G).verdict is Verdict.INCONCLUSIVE  # some resamples: never
     assert claims.judge_layer_onset(False, Interval(float("nan"), 0.9, 1.0, 8), 40, DINOV2_G).verdict is Verdict.NOT_TESTABLE
+    # undecided just before the onset: the mode may start earlier, so only "too early" stands
+    assert claims.judge_layer_onset(False, iv(0.3, 0.45), 40, DINOV2_G, exact=False).verdict is Verdict.INCONCLUSIVE
+    assert claims.judge_layer_onset(False, iv(0.51, 0.7), 40, DINOV2_G, exact=False).verdict is Verdict.INCONCLUSIVE
+    assert claims.judge_layer_onset(False, iv(0.0, 0.24), 40, DINOV2_G, exact=False).verdict is Verdict.NOT_REPRODUCED
+    assert "may start earlier" in claims.judge_layer_onset(False, iv(0.3, 0.45), 40, DINOV2_G, exact=False).reason
     assert claims.judge_layer_onset(False, Interval(0.3, float("nan"), float("nan"), 8), 40, DINOV2_G).verdict \
         is Verdict.INCONCLUSIVE
 
@@ -473,6 +478,39 @@ def test_control_needs_no_mode_and_no_share():
     assert not claims.control("m", False, 0.012).passed
     failed = claims.control("m", False, 0.012)
     assert failed.line() == "m: 1.2% high-norm tokens (random init has no high-norm tokens: CONTROL FAILED)"
+
+
+def test_a_control_the_detector_cannot_read_is_not_passed():
+    """An undecided random-init model has not been shown clean: neither passed nor failed, with the reason."""
+    unsure = claims.control("m", False, 0.0, undecided=True, reason="3 tokens stand apart")
+    assert unsure.passed is None and unsure.result == "cannot tell"
+    assert unsure.line() == ("m: the detector cannot tell (3 tokens stand apart) (random init has no high-norm "
+                             "tokens: cannot tell)")
+    assert claims.control("m", True, 0.02, undecided=True).passed is False  # a mode found is a failure regardless
+    assert claims.control("m", False, 0.0, undecided=False).passed is True
+
+
+@pytest.mark.parametrize("passed, sentence", [
+    ([True, True], "all 2 negative controls behave as expected"),
+    ([True, False, True], "1 of 3 negative controls FAILED"),
+    ([True, None], "the detector cannot tell for 1 of 2"),
+    ([False, float("nan"), True], "1 of 3 negative controls FAILED; the detector cannot tell for 1 of 3"),
+    ([], "no negative controls in this run"),
+])
+def test_the_controls_sentence_in_each_state(passed, sentence):
+    assert claims.controls_sentence(passed) == sentence
+
+
+def test_the_controls_block_marks_each_state():
+    from analysis.report import controls_markdown
+
+    ok, bad = claims.control("a", False, 0.0), claims.control("b", True, 0.1)
+    unsure = claims.control("c", False, 0.0, undecided=True)
+    assert ":class: tip" in controls_markdown([ok]) and "all as expected" in controls_markdown([ok])
+    text = controls_markdown([ok, unsure])
+    assert ":class: warning" in text and "cannot tell for 1" in text and "- **?** c:" in text
+    text = controls_markdown([ok, unsure, bad])
+    assert ":class: error" in text and "1 FAILED" in text and "**✗ FAILED** b:" in text
 
 
 # --- outliers (paper claim) ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 onset resamples, the cutoff refit inside resamples."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis import findings
@@ -208,3 +209,38 @@ def test_the_papers_line_is_read_against_each_images_own_median():
     norms[0, 50], norms[1, 60] = np.nan, 0.0
     line = findings.paper_line_share(norms)
     assert line.estimate == pytest.approx(24 / 1200) and line.low > 0
+
+
+def test_the_block_table_reads_each_block_as_images_like_the_onset():
+    """A block where two of twelve images have every norm 4x higher holds no outliers within images: the block table
+    must say so, as the onset's reading (separated_blocks) does; read flat, those images look like a minority mode."""
+    rng = np.random.default_rng(0)
+    norms = rng.lognormal(np.log(20), 0.1, (12, 3, 196))  # (images, blocks, patches)
+    norms[:2, 1] *= 4  # block 1: two whole images higher
+    norms[:, 2, :4] *= 8  # block 2: 4 real outliers in every image
+    table = findings.block_table(norms)
+    assert table.separated_mode.tolist() == findings.separated_blocks(norms).tolist() == [False, False, True]
+    assert not table.undecided_mode[1]
+    from analysis import metrics
+
+    assert metrics.adaptive_threshold(norms[:, 1].ravel()).bimodal  # the flat reading would call it a mode
+
+
+def test_an_onset_is_exact_only_where_the_block_before_it_reads_as_none():
+    """The block before the onset must be decided and hold no share above the paper's line that matters."""
+    table = pd.DataFrame({"separated_mode": [False, False, True, True], "undecided_mode": [False, False, False, False],
+                          "line_share": [0.0, 0.0005, 0.02, 0.02]})
+    assert findings.onset_is_exact(table, 2)  # block 1: no mode, 0.05 % above the line (under the 0.1 % that matters)
+    assert findings.onset_is_exact(table, None) and findings.onset_is_exact(table, 0)
+    assert not findings.onset_is_exact(table.assign(undecided_mode=[False, True, False, False]), 2)
+    assert not findings.onset_is_exact(table.assign(line_share=[0.0, 0.002, 0.02, 0.02]), 2)  # tokens at the line
+
+
+def test_the_block_table_counts_each_block_above_three_times_its_images_medians():
+    norms = np.full((2, 2, 10), 10.0)  # (images, blocks, patches)
+    norms[1] *= 5  # the second image is 5x higher everywhere: its own median moves with it
+    norms[0, 1, :2] = 31.0  # block 1: two tokens above 3x the first image's median (30)
+    norms[1, 1, 0] = 149.0  # under 3x the second image's median (150): not counted
+    norms[1, 0, 0] = np.nan  # never above
+    table = findings.block_table(norms)
+    assert table.line_share.tolist() == [0.0, 2 / 20]

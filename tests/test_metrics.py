@@ -39,21 +39,39 @@ def test_adaptive_threshold_recovers_planted_outliers():
 
 def test_adaptive_threshold_finds_four_outliers_in_one_image_and_in_eight():
     """One image of a ViT-Ti: 192 patches at 13-27 and 4 corner outliers at 290-500. Four tokens stand apart: the
-    dip alone cannot call them a mode (undecided, candidate in the gap); the mixture finds two components, but over a
-    flat bulk their dip stays under MIN_UNDECIDED_DIP, so the answer stays undecided, saying why. Eight such images
-    are a mode by the dip alone, cut in the gap."""
+    dip alone cannot call them a mode (undecided, candidate in the gap); the mixture finds two components, and the
+    density in its trough dips by MIN_MIXTURE_DIP or more, so together they are a mode, cut in the gap. Eight such
+    images are a mode by the dip alone, cut in the gap."""
     rng = np.random.default_rng(4)
     norms = np.concatenate([rng.uniform(13, 27, 192), [290.0, 380.0, 469.0, 500.0]])
     alone = metrics.dip_threshold(norms)
     assert not alone.bimodal and alone.undecided and alone.threshold == float("inf")
     assert 27 < alone.candidate < 290 and alone.upper_count == 4 and "too few tokens" in alone.reason
     fit = metrics.adaptive_threshold(norms)
-    assert mixture.mixture_threshold(norms).bimodal and fit.dip < metrics.MIN_UNDECIDED_DIP
-    assert fit.undecided and not fit.bimodal and "no dip" in fit.reason and "two components fit" in fit.reason
+    assert fit.bimodal and not fit.undecided and fit.upper_count == 4 and 27 < fit.threshold < 290
+    assert fit.dip == pytest.approx(metrics.trough_dip(norms, math.exp(fit.lower_mean), math.exp(fit.upper_mean)))
+    assert fit.dip >= metrics.MIN_MIXTURE_DIP and "two components" in fit.reason
     eight = np.concatenate([rng.uniform(13, 27, (8, 192)), rng.uniform(290, 500, (8, 4))], axis=1)
     fit = metrics.dip_threshold(eight)
     assert fit.bimodal and 27 < fit.threshold < 290
     assert metrics.high_norm_fraction(eight, fit.threshold) == pytest.approx(4 / 196)
+
+
+def test_a_small_mixture_mode_without_a_dip_in_its_trough_is_undecided():
+    """8 images: 12 tokens spread log-uniformly over 3-11x the median and 10 between the modes (1.8-3x) fill the
+    trough: the mixture fits two components, but its trough's dip stays under MIN_MIXTURE_DIP, and with fewer than
+    MIN_POWER_TOKENS tokens a dip could not show anyway: undecided, saying why (not "no mode")."""
+    rng = np.random.default_rng(3)
+    norms = rng.lognormal(np.log(20), 0.2, (8, 196))
+    chosen = rng.choice(norms.size, 22, replace=False)
+    norms.flat[chosen[:12]] = 20 * np.exp(rng.uniform(np.log(3), np.log(11), 12))
+    norms.flat[chosen[12:]] = 20 * np.exp(rng.uniform(np.log(1.8), np.log(3), 10))
+    two = mixture.mixture_threshold(norms)
+    assert two.bimodal and two.upper_count < metrics.MIN_POWER_TOKENS
+    assert metrics.trough_dip(norms, math.exp(two.lower_mean), math.exp(two.upper_mean)) < metrics.MIN_MIXTURE_DIP
+    fit = metrics.adaptive_threshold(norms)
+    assert fit.undecided and not fit.bimodal and fit.threshold == math.inf
+    assert "two components fit" in fit.reason and "no dip" in fit.reason
 
 
 def test_adaptive_threshold_finds_nothing_in_a_unimodal_distribution():
@@ -134,3 +152,44 @@ def test_neighbour_cosine_is_the_mean_over_the_existing_grid_neighbours():
 def test_separation_auc_is_undefined_with_only_positives():
     assert math.isnan(metrics.separation_auc(np.array([0.1, 0.2]), np.ones(2)))
     assert metrics.separation_auc(np.array([0.1, 0.9, 0.4]), np.array([0, 1, 0])) == 1.0
+
+
+def test_image_medians_count_only_finite_positive_norms_of_each_image():
+    norms = np.array([[1.0, 2.0, 3.0, np.nan], [0.0, -1.0, 4.0, 6.0], [np.nan, 0.0, np.inf, -2.0]])
+    medians = metrics.image_medians(norms)
+    assert medians.shape == (3, 1)
+    assert medians[0, 0] == 2.0 and medians[1, 0] == 5.0  # NaN, zeros and negatives left out; 4 and 6 → 5
+    assert np.isnan(medians[2, 0])  # no valid norm at all
+    assert metrics.image_medians(np.ones((2, 3, 5)) * np.arange(1, 7).reshape(2, 3, 1)).ravel().tolist() == [
+        1, 2, 3, 4, 5, 6]  # (..., Np): one median per image, every leading axis flattened
+
+
+def test_the_trough_dip_is_read_only_between_the_two_norms_given():
+    """A planted mode at 8x the median with an empty trough below it: between the bulk and the mode the dip is large,
+    above the mode's centre only a ripple, above its top 0, and a range that is not one (low >= high) reads 0."""
+    rng = np.random.default_rng(0)
+    norms = rng.lognormal(np.log(20), 0.15, (12, 196))
+    norms[:, :6] = rng.lognormal(np.log(160), 0.1, (12, 6))
+    assert metrics.trough_dip(norms, 25.0, 160.0) >= metrics.MIN_DIP
+    assert metrics.trough_dip(norms, 20.0, 160.0) == pytest.approx(metrics.dip_threshold(norms).dip)
+    assert metrics.trough_dip(norms, 200.0, 10_000.0) < metrics.MIN_UNDECIDED_DIP  # a ripple in the mode, no trough
+    assert metrics.trough_dip(norms, norms.max(), 10_000.0) == 0.0  # no group starts up there
+    assert metrics.trough_dip(norms, 160.0, 25.0) == 0.0
+    assert metrics.trough_dip(np.full((2, 10), 5.0), 1.0, 10.0) == 0.0  # every norm equal
+
+
+@pytest.mark.parametrize("median, spread", [(3, 0.15), (5, 0.3), (10, 0.3), (20, 0.15)])
+def test_whole_number_norms_make_no_trough_of_their_lattice(median, spread):
+    """Norms rounded to integers leave narrow bins empty for want of an integer in them; binned at least
+    LATTICE_STEPS integers wide, the dip reading finds no mode and no undecided group on a unimodal sample, and
+    still finds a planted 5x mode on the same lattice (above a median of 3 the rounding hides it in the bulk)."""
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        bulk = rng.lognormal(np.log(median), spread, (100, 196))
+        fit = metrics.dip_threshold(np.round(bulk))
+        assert not fit.bimodal and not fit.undecided, (seed, fit.reason)
+        bulk[:, :4] *= 5
+        if median >= 5 and (median, spread) != (5, 0.3):
+            assert metrics.dip_threshold(np.round(bulk)).bimodal
+    assert metrics._lattice_width(np.array([1.0, 2.5]), 0.0) == 0.0  # not whole numbers: no floor
+    assert metrics._lattice_width(np.array([2.0, 7.0]), math.log(4)) == pytest.approx(math.log(2))
