@@ -410,12 +410,12 @@ def has_outliers(bimodal: bool, share: Interval, undecided: bool = False, line_s
 
 def _cannot_tell(bimodal: bool, undecided: bool, line_share: Interval | None) -> bool:
     """The readings that leave presence open whatever the share interval: the detector is undecided, it finds no
-    mode while tokens at the paper's line matter (:func:`_line_blocks_none`), or it finds one whose tokens do not
+    mode while tokens at the paper's line matter (:func:`line_blocks_none`), or it finds one whose tokens do not
     reach the line (:func:`_line_supports_mode`)."""
-    return undecided or (_line_blocks_none(line_share) if not bimodal else not _line_supports_mode(line_share))
+    return undecided or (line_blocks_none(line_share) if not bimodal else not _line_supports_mode(line_share))
 
 
-def _line_blocks_none(line_share: Interval | None) -> bool:
+def line_blocks_none(line_share: Interval | None) -> bool:
     """Tokens above the paper's line keep "has none" from being said: their share interval lies above
     :data:`LINE_MIN_SHARE`, or there are some and too few images to bound them (nan ends)."""
     if line_share is None or line_share.estimate == 0:
@@ -608,8 +608,8 @@ def judge_layer_onset(random_weights: bool, onset: Interval, depth: int, model: 
     separated high-norm mode, with its interval over images; a resample in which no block has one counts
     as onset 1 (beyond the last block), so it weighs against the claim instead of being dropped. On the paper's
     model (``model`` in :data:`ONSET_MODELS`) the paper's claim: inside :data:`ONSET_BAND`; on any other, the
-    mechanism: inside :data:`MIDDLE_BAND`. ``exact`` False (:func:`analysis.findings.onset_is_exact`: the detector
-    cannot tell at the block just before the onset) means the mode may start earlier than read: only "too early"
+    mechanism: inside :data:`MIDDLE_BAND`. ``exact`` False (:func:`analysis.findings.onset_is_exact`: the block just
+    before the onset cannot be read as having none) means the mode may start earlier than read: only "too early"
     still stands (earlier is earlier still); anything else is *inconclusive*.
     """
     paper = model in ONSET_MODELS
@@ -627,8 +627,9 @@ def judge_layer_onset(random_weights: bool, onset: Interval, depth: int, model: 
     reason = f"{measured} ({onset.method}, n={onset.n})"
     if not exact and not (verdict is Verdict.NOT_REPRODUCED and onset.high < low):
         verdict = Verdict.INCONCLUSIVE
-        reason += (": the detector cannot tell at the block just before the onset, so the mode may start earlier "
-                   "than read")
+        reason += (": the block just before the onset cannot be read as having none (the detector cannot tell there, "
+                   f"or tokens above {PAPER_MEDIAN_LINE:g}x their image's median matter there), so the mode may start "
+                   "earlier than read")
     elif verdict is Verdict.INCONCLUSIVE:
         reason += ": too few images to decide" if _too_few(onset) else ": the interval leaves the band"
     return Judgement(verdict, reason, rule, onset, claim, measured)
@@ -861,9 +862,12 @@ def judge_test_time_registers(random_weights: bool, has_outliers: bool, n_neuron
                               reduction: Interval) -> Judgement:
     """Mechanism (Jiang et al. 2025): moving a few units onto an extra token removes the outliers.
 
-    ``reduction``: 1 - share after / share before, on images *not* used to choose the units.
+    ``reduction``: 1 - share after / share before, on images *not* used to choose the units. Unlike a comparison
+    of two kinds of token (:func:`_single_valued`), an interval whose resamples are all equal may decide: it arises
+    where every held-out image loses the same share of its outliers, all of them at the bound of 100 %.
     """
-    rule = f"outlier share falls by >= {MIN_OUTLIER_REDUCTION:.0%} on held-out images (interval)"
+    rule = (f"outlier share falls by >= {MIN_OUTLIER_REDUCTION:.0%} on held-out images (interval; one whose resamples "
+            "are all equal decides too: a fall is bounded by 100%, which every image alike reaches)")
     claim = "test_time_registers"
     if gate := _outlier_gate(claim, rule, random_weights, has_outliers, "the model has no outliers to remove"):
         return gate

@@ -424,13 +424,15 @@ def onset_block(separated: np.ndarray) -> int | None:
 
 def onset_is_exact(table: pd.DataFrame, onset: int | None) -> bool:
     """Whether the onset read from a :func:`block_table` is exact: False when the block just before it cannot be read
-    as having none (the mode may already be there): the detector is undecided there, or it finds no mode while the
-    tokens above the paper's line (:data:`~analysis.claims.PAPER_MEDIAN_LINE` times their image's median) hold more
-    than :data:`~analysis.claims.LINE_MIN_SHARE` of the patches, as "has none" requires of a model."""
+    as having none (the mode may already be there), by the rule "has none" reads a model with
+    (:func:`~analysis.claims.has_outliers`): the detector is undecided there, or it finds no mode while the share above
+    the paper's line (:data:`~analysis.claims.PAPER_MEDIAN_LINE` times each image's median) has an interval above
+    :data:`~analysis.claims.LINE_MIN_SHARE` or none (too few images)."""
     if onset is None or onset == 0:
         return True
     before = table.iloc[onset - 1]
-    return not (bool(before.undecided_mode) or before.line_share > claims.LINE_MIN_SHARE)
+    line = Interval(before.line_share, before.line_share_low, before.line_share_high, 0)
+    return not (bool(before.undecided_mode) or claims.line_blocks_none(line))
 
 
 def _block_ranges(blocks: list[int]) -> str:
@@ -490,10 +492,11 @@ def onset_interval(norms: np.ndarray, seed: int = 0, n_resamples: int = ONSET_RE
     return interval
 
 
-def block_table(norms: np.ndarray) -> pd.DataFrame:
+def block_table(norms: np.ndarray, seed: int = 0) -> pd.DataFrame:
     """One row per block: patch-norm median, 99th percentile, max, whether a separated mode exists, whether the
     detector could not tell (``undecided_mode``) and the share of patches above the paper's line (``line_share``,
-    :data:`~analysis.claims.PAPER_MEDIAN_LINE` times their own image's median; NaN and zeros never above).
+    :data:`~analysis.claims.PAPER_MEDIAN_LINE` times their own image's median, :func:`paper_line_share`; NaN,
+    infinities and zeros never above) with its interval over images (``line_share_low``, ``line_share_high``).
 
     ``norms``: ``(B, L, Np)``.
     """
@@ -501,6 +504,7 @@ def block_table(norms: np.ndarray) -> pd.DataFrame:
     # each block read as images x patches, as separated_blocks and the last block's summary read it (the
     # detector's within-image test needs the images)
     fits = [metrics.adaptive_threshold(norms[:, block]) for block in range(norms.shape[1])]
+    lines = [paper_line_share(norms[:, block], seed) for block in range(norms.shape[1])]
     return pd.DataFrame({
         "block": np.arange(norms.shape[1]),
         "median_norm": np.median(per_block, axis=1),
@@ -508,9 +512,10 @@ def block_table(norms: np.ndarray) -> pd.DataFrame:
         "max_norm": per_block.max(axis=1),
         "separated_mode": [fit.bimodal for fit in fits],
         "undecided_mode": [fit.undecided for fit in fits],
-        # share above the paper's line, 3x each image's own median
-        "line_share": [float(np.mean(values > claims.PAPER_MEDIAN_LINE * metrics.image_medians(values)))
-                       for values in norms.transpose(1, 0, 2)],
+        # share above the paper's line (3x each image's own median) with its interval, as "has none" reads it
+        "line_share": [line.estimate for line in lines],
+        "line_share_low": [line.low for line in lines],
+        "line_share_high": [line.high for line in lines],
         "block_cutoff": [fit.threshold for fit in fits],
         "share_above_block_cutoff": [float((v > fit.threshold).mean()) for v, fit in zip(per_block, fits)],
     })

@@ -135,13 +135,18 @@ MIN_APART_TOKENS = 3
 #: family: 2.0 found the same modes, 3.0 0.7 points fewer.)
 MIN_MODE_RATIO = 2.5
 #: A mixture mode (see adaptive_threshold) is accepted where the log-norm density dips below it, in the trough between
-#: the two components' centres (trough_dip), by at least this. Chosen on the development family at a stated budget of
-#: false alarms, 1 in 2000 unimodal samples (0.05 %), as the smallest half-step that keeps to it: of its 18 000
-#: unimodal samples the mixture splits 233 (within images, no dip mode), whose trough dips reach 8.4 once, then 5.5,
-#: 5.0, 5.0, 5.0, 4.6: 6 false alarms at 4.5 (0.03 %), 14 at 4 (0.08 %). On its modes at 8 x 196 tokens (40 seeds)
+#: the two components' centres (trough_dip), by at least this. Chosen on the development family at a budget of false
+#: alarms of 1 in 2000 unimodal samples (0.05 %; set while looking at these dips), as the smallest half-step that keeps
+#: to it: of its 18 000 unimodal samples the mixture splits 233 (within images, no dip mode), whose trough dips reach
+#: 8.4 once, then 5.5, 5.0, 5.0, 5.0, 4.6: 6 false alarms at 4.5 (0.03 %), 14 at 4 (0.08 %). On its modes at 8 x 196 tokens (40 seeds)
 #: the detector then finds 58.5 % instead of 54.6 % (the dip of the dip reading's own candidate at 7, before), most at
 #: 0.5 % of the patches (5x: 25 -> 39 %, 3x: 5 -> 17 %); at most 2 points more at 30 x 1024, none at 1000 x 196.
 MIN_MIXTURE_DIP = 4.5
+#: ... and only in a sample of at least this many positive norms: the smallest sample of the development family
+#: (8 images x 196 patches), where that floor was chosen. Below it (one image of 196 patches, a few images) the same
+#: floor let 0.2-0.6 % of the family's unimodal shapes through (a sceptical review, 1-4 x 196), so a smaller sample's
+#: mixture mode stays undecided.
+MIN_MIXTURE_TOKENS = 8 * 196
 #: A mixture mode (see adaptive_threshold) of at least this many tokens whose trough shows no dip of
 #: MIN_MIXTURE_DIP is no mode but a tail or shoulder: a mode this large shows its dip where it is a mode at all (in
 #: the development family every mode of 0.5 % of 30 x 1024 patches, 154 tokens, at 5x or more, and at 3x on the
@@ -427,7 +432,8 @@ def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
       above the bulk. It finds sparse modes from few images, but also fits a heavy tail or a wide shoulder as
       two components, so its mode is accepted only where it lies within images (``MIN_WITHIN_IMAGE_SHARE``) and
       the density dips in its own trough (:func:`trough_dip`, a group starting between the two components'
-      centres) by at least ``MIN_MIXTURE_DIP`` (6 of the development family's 18 000 unimodal samples do).
+      centres) by at least ``MIN_MIXTURE_DIP`` (6 of the development family's 18 000 unimodal samples do), in a
+      sample of at least ``MIN_MIXTURE_TOKENS`` norms (the family's smallest; a smaller one is undecided).
 
     A mode of either kind is ``bimodal`` (the dip's cutoff first, else the mixture's posterior crossing; ``dip`` is
     then the trough's). A mixture mode without that dip is ``undecided`` when it holds fewer than
@@ -447,6 +453,13 @@ def adaptive_threshold(norms: np.ndarray) -> AdaptiveThreshold:
     trough = trough_dip(norms, math.exp(mixture.lower_mean), math.exp(mixture.upper_mean))
     where = (f"{mixture.upper_count} token{'s' if mixture.upper_count != 1 else ''} ({mixture.upper_share:.2%}) "
              f"above {mixture.threshold:.3g} (two components, Ashman's D {mixture.separation:.1f})")
+    positive = int(np.count_nonzero(np.asarray(norms, dtype=np.float64) > 0))  # NaN is not > 0; +inf is dropped below
+    positive -= int(np.count_nonzero(np.isposinf(np.asarray(norms, dtype=np.float64))))
+    if trough >= MIN_MIXTURE_DIP and positive < MIN_MIXTURE_TOKENS:
+        return AdaptiveThreshold(**{**vars(dip), "undecided": True,
+                                    "reason": f"undecided: two components fit, {where}, the density dipping below "
+                                              f"them (dip {trough:.1f}), but {positive} norms are fewer than the "
+                                              f"{MIN_MIXTURE_TOKENS} on which that dip's floor was set"})
     if trough >= MIN_MIXTURE_DIP:
         return AdaptiveThreshold(**{**vars(mixture)}, reason=f"a separated high-norm mode: {where}, the density "
                                  f"dipping below them (dip {trough:.1f}, at least {MIN_MIXTURE_DIP:g} needed)",

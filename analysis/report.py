@@ -24,7 +24,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .claims import Claim, Control, Judgement, Verdict, claims_frame, control, headline
+from .claims import PAPER_MEDIAN_LINE, Claim, Control, Judgement, Verdict, claims_frame, control, headline
 from .features import Features
 from .models import Provenance
 from .metrics import AdaptiveThreshold
@@ -105,6 +105,18 @@ def controls_markdown(controls: list[Control]) -> str:
              f":class: {'error' if failed else 'warning' if unsure else 'tip'}", ""]
     lines += [f"- {_control_mark(c)} {c.line()}" for c in controls] or ["- none in this run"]
     return "\n".join(lines + ["```"])
+
+
+def _control_doubt(row) -> tuple[bool, str]:
+    """Whether a summary row (:func:`~analysis.findings.norm_summary`) cannot show its model clean, and why: the
+    detector is undecided, or its ``has_outliers`` is unknown (no mode, yet tokens above the paper's line matter)."""
+    if getattr(row, "undecided", False) == True:  # noqa: E712 (NaN is not True)
+        return True, str(getattr(row, "detector_reason", ""))
+    has = getattr(row, "has_outliers", False)
+    if has is None or (isinstance(has, float) and math.isnan(has)):
+        return True, (f"no separated mode, yet tokens above {PAPER_MEDIAN_LINE:g}x their image's median matter, or too "
+                      "few images to bound them")
+    return False, ""
 
 
 def _control_mark(control: Control) -> str:
@@ -365,8 +377,7 @@ class Page:
         """Add every random-init row of a :func:`~analysis.findings.norm_summary` as a control; returns the
         pretrained rows, the ones the page judges."""
         for row in summary[summary.random_weights].itertuples():
-            self.control(row.model, row.bimodal, row.outlier_share, getattr(row, "undecided", False) == True,  # noqa: E712 (NaN is not True)
-                         getattr(row, "detector_reason", ""))
+            self.control(row.model, row.bimodal, row.outlier_share, *_control_doubt(row))
         return summary[~summary.random_weights]
 
     def save(self) -> Path:

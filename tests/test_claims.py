@@ -501,6 +501,22 @@ def test_the_controls_sentence_in_each_state(passed, sentence):
     assert claims.controls_sentence(passed) == sentence
 
 
+def test_a_summary_row_that_cannot_show_its_model_clean_makes_an_unsure_control():
+    import pandas as pd
+
+    from analysis.report import Page
+
+    page = Page("test_controls_from")
+    summary = pd.DataFrame({"model": ["a", "b", "c", "d"], "random_weights": [True, True, True, False],
+                            "bimodal": [False, False, False, True], "outlier_share": [0.0, 0.0, 0.0, 0.02],
+                            "undecided": [False, True, False, False], "detector_reason": ["", "3 apart", "", ""],
+                            "has_outliers": [False, None, None, True]})
+    judged = page.controls_from(summary)
+    assert judged.model.tolist() == ["d"]
+    assert [c.passed for c in page.controls] == [True, None, None]
+    assert "3 apart" in page.controls[1].measured and "3x their image's median" in page.controls[2].measured
+
+
 def test_the_controls_block_marks_each_state():
     from analysis.report import controls_markdown
 
@@ -960,7 +976,8 @@ def test_norm_in_registers_rule_without_names():
 
 # --- test-time registers ---------------------------------------------------------------------
 
-TTR_RULE = "outlier share falls by >= 90% on held-out images (interval)"
+TTR_RULE = ("outlier share falls by >= 90% on held-out images (interval; one whose resamples are all equal decides "
+            "too: a fall is bounded by 100%, which every image alike reaches)")
 TTA_RULE = ("before, CLS attention on the outlier patches / their area share >= 2x; after the intervention <= 2x on "
             "the same held-out images (intervals)")
 
@@ -975,6 +992,9 @@ def test_test_time_registers_reads_in_full():
     assert judge(False, True, 2, reduction) == J(Verdict.REPRODUCED, "reduction 95% [90%, 100%] (bootstrap over "
                                                  "images, n=8)", TTR_RULE, reduction, "test_time_registers",
                                                  "reduction 95% [90%, 100%]")
+    # every held-out image loses all its outliers: the interval is all-equal at the bound, and it decides
+    every = Interval(1.0, 1.0, 1.0, 8, "every resample equal (zero width, bootstrap over images)")
+    assert every.every_resample_equal and judge(False, True, 2, every).verdict is Verdict.REPRODUCED
 
 
 def test_test_time_attention_reads_in_full():

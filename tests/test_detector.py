@@ -15,7 +15,12 @@ lost no mode and flagged no unimodal sample. The tests assert on the HELD-OUT fa
 and the cases of each test: other bulk shapes, other mode ratios, spreads and shares, other shoulders and tails,
 other sizes, seeds from 1000), and on the cases a reviewer reported against the previous (mixture) detector.
 Where a held-out bound failed its first run, the test says so and what was measured; no constant was changed
-after it.
+after it. ``MIN_MIXTURE_DIP`` (the dip a two-component mixture's mode needs in its own trough) was chosen later on the
+same development family, at a false-alarm budget of 0.05 % of its unimodal samples (set while looking at those
+samples' dips, so the budget is ours, not the data's; the numbers are beside the constant), and the held-out tests
+below were then run once, unchanged, and passed. The table below was
+measured before it (mixture modes then needed a dip of ``MIN_UNDECIDED_DIP`` at the dip reading's own candidate);
+at 8 x 196 tokens the development modes found rose from 54.6 % to 58.5 % with it.
 
 Development family, 100 seeds per cell (found = bimodal with >= 80 % of the planted tokens flagged and >= 80 % of
 the flagged ones planted; undecided = ``fit.undecided``):
@@ -181,11 +186,12 @@ def test_vit_tiny_like_outliers_are_recovered_exactly(n_images):
     assert fit.upper_share == pytest.approx(planted.size / n)
 
 
-def test_four_outliers_in_one_image_the_dip_alone_is_undecided_and_the_mixture_confirms_a_mode():
+def test_four_outliers_in_one_image_are_undecided_and_eight_images_a_mode():
     """One ViT-Ti-like image: 4 tokens at ~560 over 192 around 15. Four tokens cannot show on their own that the
-    density rises again (the dip reading is undecided, saying so); the mixture finds them as a second component and
-    the dip in its trough reaches MIN_MIXTURE_DIP, so together they are a mode, cut in the gap. 8 such images are a mode by
-    the dip alone."""
+    density rises again (the dip reading is undecided, saying so); the mixture finds them as a second component with a
+    dip in its trough, but one image is smaller than any sample its floor was chosen on (MIN_MIXTURE_TOKENS, where
+    1-4 images of unimodal shapes were let through 0.2-0.6 % of the time): undecided, saying why. 8 such images are
+    a mode by the dip alone."""
     rng = np.random.default_rng(1)
     norms = np.concatenate([rng.lognormal(np.log(15), 0.3, 192), rng.lognormal(np.log(560), 0.05, 4)])
     alone = metrics.dip_threshold(norms)
@@ -195,8 +201,8 @@ def test_four_outliers_in_one_image_the_dip_alone_is_undecided_and_the_mixture_c
     assert metrics.MIN_UNDECIDED_DIP <= alone.dip < metrics.MIN_DIP
     assert alone.candidate < 400 and alone.upper_count == 4  # the candidate split is still described
     fit = metrics.adaptive_threshold(norms)
-    assert fit.bimodal and not fit.undecided and fit.upper_count == 4 and norms[:192].max() < fit.threshold < 400
-    assert "two components" in fit.reason and f"dip {alone.dip:.1f}" in fit.reason
+    assert fit.undecided and not fit.bimodal and fit.threshold == math.inf and fit.upper_count == 4
+    assert "two components fit" in fit.reason and f"fewer than the {metrics.MIN_MIXTURE_TOKENS}" in fit.reason
     eight = np.concatenate([rng.lognormal(np.log(15), 0.3, (8, 192)), rng.lognormal(np.log(560), 0.05, (8, 4))], 1)
     many = metrics.dip_threshold(eight)
     assert many.bimodal and many.upper_count == 32 and not many.undecided

@@ -227,20 +227,26 @@ def test_the_block_table_reads_each_block_as_images_like_the_onset():
 
 
 def test_an_onset_is_exact_only_where_the_block_before_it_reads_as_none():
-    """The block before the onset must be decided and hold no share above the paper's line that matters."""
+    """The block before the onset must be decided and, as "has none" requires of a model, hold no share above the
+    paper's line whose interval lies above 0.1 % (or cannot be bounded)."""
     table = pd.DataFrame({"separated_mode": [False, False, True, True], "undecided_mode": [False, False, False, False],
-                          "line_share": [0.0, 0.0005, 0.02, 0.02]})
-    assert findings.onset_is_exact(table, 2)  # block 1: no mode, 0.05 % above the line (under the 0.1 % that matters)
+                          "line_share": [0.0, 0.003, 0.02, 0.02], "line_share_low": [0.0, 0.0005, 0.01, 0.01],
+                          "line_share_high": [0.0, 0.006, 0.03, 0.03]})
+    assert findings.onset_is_exact(table, 2)  # block 1: 0.3 %, but its interval reaches under 0.1 %
     assert findings.onset_is_exact(table, None) and findings.onset_is_exact(table, 0)
     assert not findings.onset_is_exact(table.assign(undecided_mode=[False, True, False, False]), 2)
-    assert not findings.onset_is_exact(table.assign(line_share=[0.0, 0.002, 0.02, 0.02]), 2)  # tokens at the line
+    assert not findings.onset_is_exact(table.assign(line_share_low=[0.0, 0.002, 0.01, 0.01]), 2)  # tokens at the line
+    assert not findings.onset_is_exact(table.assign(line_share_low=[0.0, np.nan, 0.01, 0.01]), 2)  # cannot bound it
 
 
 def test_the_block_table_counts_each_block_above_three_times_its_images_medians():
-    norms = np.full((2, 2, 10), 10.0)  # (images, blocks, patches)
+    norms = np.full((8, 2, 10), 10.0)  # (images, blocks, patches)
     norms[1] *= 5  # the second image is 5x higher everywhere: its own median moves with it
     norms[0, 1, :2] = 31.0  # block 1: two tokens above 3x the first image's median (30)
     norms[1, 1, 0] = 149.0  # under 3x the second image's median (150): not counted
     norms[1, 0, 0] = np.nan  # never above
+    norms[2, 0, :3] = np.inf  # nor an infinite norm (not a length the model made)
     table = findings.block_table(norms)
-    assert table.line_share.tolist() == [0.0, 2 / 20]
+    assert table.line_share.tolist() == [0.0, 2 / 80]
+    assert table.line_share_low[0] == table.line_share_high[0] == 0.0
+    assert table.line_share_low[1] <= 2 / 80 <= table.line_share_high[1]
