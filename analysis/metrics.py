@@ -138,7 +138,8 @@ MIN_MODE_RATIO = 2.5
 #: the two components' centres (trough_dip), by at least this. Chosen on the development family at a budget of false
 #: alarms of 1 in 2000 unimodal samples (0.05 %; set while looking at these dips), as the smallest half-step that keeps
 #: to it: of its 18 000 unimodal samples the mixture splits 233 (within images, no dip mode), whose trough dips reach
-#: 8.4 once, then 5.5, 5.0, 5.0, 5.0, 4.6: 6 false alarms at 4.5 (0.03 %), 14 at 4 (0.08 %). On its modes at 8 x 196 tokens (40 seeds)
+#: 8.4 once, then 5.5, 5.0, 5.0, 5.0, 4.6: 6 false alarms at 4.5 (0.03 %), 14 at 4 (0.08 %). All 6 are samples of
+#: 8 x 196 tokens, the only size where the route fires: 0.1 % of that size's 6 000, twice the budget if counted there. On its modes at 8 x 196 tokens (40 seeds)
 #: the detector then finds 58.5 % instead of 54.6 % (the dip of the dip reading's own candidate at 7, before), most at
 #: 0.5 % of the patches (5x: 25 -> 39 %, 3x: 5 -> 17 %); at most 2 points more at 30 x 1024, none at 1000 x 196.
 MIN_MIXTURE_DIP = 4.5
@@ -407,8 +408,9 @@ def dip_threshold(norms: np.ndarray) -> AdaptiveThreshold:
 
 def trough_dip(norms: np.ndarray, low: float, high: float) -> float:
     """The density dip (:func:`dip_threshold`'s statistic) below the best group of tokens that starts above norm
-    ``low`` and at or below ``high``: how strongly the log-norm density rises again above a trough lying between
-    them (0 where it nowhere does). ``norms`` of any shape; NaN, infinities, zeros and negatives stay out."""
+    ``low`` and at or below ``high``: how strongly the log-norm density rises again above the trough just below that
+    start (0 where it nowhere does; the trough's window may reach below ``low``, the group's start may not).
+    ``norms`` of any shape; NaN, infinities, zeros and negatives stay out."""
     values = np.asarray(norms, dtype=np.float64).ravel()
     finite = np.isfinite(values)
     positive = values[finite & (values > 0)]
